@@ -169,6 +169,8 @@ status_codes! {
     INVALID_CPUSVN = 0xC000_1000;
     /// §1.2.
     INVALID_REPORTMACSTRUCT = 0xC000_1001;
+    /// TDG.SERVTD.RD/WR: the target TD UUID does not match the binding.
+    TARGET_UUID_MISMATCH = 0xC000_0D07;
     /// §1.2, §2.3: L2 exited to the host, which resumed L1.
     L2_EXIT_HOST_ROUTED_ASYNC = 0x0000_1100;
     /// §1.2, §2.3: L2's TDG.VP.VMCALL went to the host, which resumed L1.
