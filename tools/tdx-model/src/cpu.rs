@@ -189,9 +189,14 @@ impl L2Cpu<'_> {
             L2Action::MovFromCr { cr, gpr } => self.mov_from_cr(cr, gpr, len),
             L2Action::Rdmsr => self.rdmsr(len),
             L2Action::Wrmsr => self.wrmsr(len),
-            L2Action::Access { kind, gpa, gla, cpl, size, value } => {
-                self.access(kind, gpa, gla, cpl, size, value, len)
-            }
+            L2Action::Access {
+                kind,
+                gpa,
+                gla,
+                cpl,
+                size,
+                value,
+            } => self.access(kind, gpa, gla, cpl, size, value, len),
             L2Action::Cpuid => self.exit(reason::CPUID, 0, len),
             L2Action::Hlt => self.exit(reason::HLT, 0, len),
             L2Action::Vmcall => self.exit(reason::VMCALL, 0, len),
@@ -201,11 +206,19 @@ impl L2Cpu<'_> {
                     return self.fault(vector::UD);
                 }
                 let is_in = matches!(action, L2Action::In { .. });
-                let q = IoQual { size, is_in, string: false, rep: false, immediate: false, port };
+                let q = IoQual {
+                    size,
+                    is_in,
+                    string: false,
+                    rep: false,
+                    immediate: false,
+                    port,
+                };
                 self.exit(reason::IO_INSTRUCTION, q.encode(), len)
             }
             L2Action::LoadDescriptorTable { idt, base, limit } => {
-                if self.vmcs(vmcs::SECONDARY_PROC_BASED_CTLS) & c::SECONDARY_DESC_TABLE_EXITING != 0 {
+                if self.vmcs(vmcs::SECONDARY_PROC_BASED_CTLS) & c::SECONDARY_DESC_TABLE_EXITING != 0
+                {
                     // Instruction information bits 29:28: 2 = LGDT, 3 = LIDT (SDM).
                     let step = self.exit(reason::GDTR_IDTR_ACCESS, 0, len);
                     if let Some(RunEnd::ToL1(info)) = &mut self.end {
@@ -248,7 +261,9 @@ impl L2Cpu<'_> {
                 CR4_BASE_SHADOW,
             ),
         };
-        (l1_shadow & l1_mask) | (base_shadow & base_mask & !l1_mask) | (guest & !(l1_mask | base_mask))
+        (l1_shadow & l1_mask)
+            | (base_shadow & base_mask & !l1_mask)
+            | (guest & !(l1_mask | base_mask))
     }
 
     fn mov_to_cr(&mut self, cr: u8, gpr: u8, len: u32) -> Step {
@@ -304,7 +319,8 @@ impl L2Cpu<'_> {
             return self.exit(reason::CR_ACCESS, qual, len);
         }
         let wr = c::GUEST_CR0_L1_WR_MASK;
-        self.vmcs.insert(vmcs::GUEST_CR0.0, (old & !wr) | (new & wr));
+        self.vmcs
+            .insert(vmcs::GUEST_CR0.0, (old & !wr) | (new & wr));
         self.complete(len)
     }
 
@@ -320,7 +336,10 @@ impl L2Cpu<'_> {
         if changed_owned != 0 {
             return self.exit(reason::CR_ACCESS, qual, len);
         }
-        self.vmcs.insert(vmcs::GUEST_CR4.0, (old & !CR4_ALLOWED) | (new & CR4_ALLOWED));
+        self.vmcs.insert(
+            vmcs::GUEST_CR4.0,
+            (old & !CR4_ALLOWED) | (new & CR4_ALLOWED),
+        );
         self.complete(len)
     }
 
@@ -350,7 +369,10 @@ impl L2Cpu<'_> {
         if SHARED_MSRS.contains(&msr) {
             return Some(self.shared_msrs.get(&msr).copied().unwrap_or(0));
         }
-        VMCS_MSRS.iter().find(|(m, _)| *m == msr).map(|(_, f)| self.vmcs(*f))
+        VMCS_MSRS
+            .iter()
+            .find(|(m, _)| *m == msr)
+            .map(|(_, f)| self.vmcs(*f))
     }
 
     fn rdmsr(&mut self, len: u32) -> Step {
@@ -414,7 +436,16 @@ impl L2Cpu<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn access(&mut self, kind: AccessKind, gpa: u64, gla: u64, cpl: u8, size: u8, value: u64, len: u32) -> Step {
+    fn access(
+        &mut self,
+        kind: AccessKind,
+        gpa: u64,
+        gla: u64,
+        cpl: u8,
+        size: u8,
+        value: u64,
+        len: u32,
+    ) -> Step {
         if !matches!(size, 1 | 2 | 4 | 8) {
             return self.fault(vector::UD);
         }
@@ -429,7 +460,8 @@ impl L2Cpu<'_> {
         if !mapped {
             // Shared, outside private memory or converted away: the module TD-exits
             // to the host (§3.5). The host may resume L1 with the same exit info.
-            let mut info = self.exit_info(reason::EPT_VIOLATION, (rw_bit | gla_bits).bits(), len, cpl);
+            let mut info =
+                self.exit_info(reason::EPT_VIOLATION, (rw_bit | gla_bits).bits(), len, cpl);
             info.gpa = gpa;
             info.gla = gla;
             self.end = Some(RunEnd::ToHost(info));
@@ -454,7 +486,10 @@ impl L2Cpu<'_> {
                 q.set(EptViolationQual::READABLE, attr.contains(L2Attr::R));
                 q.set(EptViolationQual::WRITABLE, attr.contains(L2Attr::W));
                 q.set(EptViolationQual::EXECUTABLE, attr.contains(L2Attr::XS));
-                q.set(EptViolationQual::USER_EXECUTABLE, mbec && attr.contains(L2Attr::XU));
+                q.set(
+                    EptViolationQual::USER_EXECUTABLE,
+                    mbec && attr.contains(L2Attr::XU),
+                );
             }
             let mut info = self.exit_info(reason::EPT_VIOLATION, q.bits(), len, cpl);
             info.gpa = page_gpa.max(gpa);

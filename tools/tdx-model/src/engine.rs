@@ -109,7 +109,10 @@ impl L2Action {
         match self {
             L2Action::MovToCr { .. } | L2Action::MovFromCr { .. } => 3,
             L2Action::Rdmsr | L2Action::Wrmsr | L2Action::Cpuid => 2,
-            L2Action::Access { kind: AccessKind::Fetch, .. } => 0,
+            L2Action::Access {
+                kind: AccessKind::Fetch,
+                ..
+            } => 0,
             L2Action::Access { .. } => 3,
             L2Action::Hlt => 1,
             L2Action::Vmcall | L2Action::LoadDescriptorTable { .. } => 3,
@@ -264,7 +267,12 @@ impl L2Engine for ScriptedEngine {
             } else {
                 cpu.execute(&action)
             };
-            self.trace.push(TraceEntry { rip, action, step, value: cpu.last_value() });
+            self.trace.push(TraceEntry {
+                rip,
+                action,
+                step,
+                value: cpu.last_value(),
+            });
             match step {
                 Step::Completed => {
                     // Keep the script's own layout even for zero-length actions.

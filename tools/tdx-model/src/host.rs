@@ -122,7 +122,11 @@ impl HostVmm for ScriptedHost {
                 if port == DEBUG_EXIT {
                     self.exit_code = Some(value);
                 }
-                self.port_writes.push(Write { address: port as u64, size: size as u8, value: value as u64 });
+                self.port_writes.push(Write {
+                    address: port as u64,
+                    size: size as u8,
+                    value: value as u64,
+                });
                 VmcallOutput::status(VmcallStatus::SUCCESS)
             }
             TdVmcall::RdMsr { msr } => match self.msrs.get(&msr) {
@@ -138,7 +142,11 @@ impl HostVmm for ScriptedHost {
                 VmcallOutput::value(v & size.mask())
             }
             TdVmcall::MmioWrite { size, gpa, value } => {
-                self.mmio_writes.push(Write { address: gpa, size: size as u8, value });
+                self.mmio_writes.push(Write {
+                    address: gpa,
+                    size: size as u8,
+                    value,
+                });
                 VmcallOutput::status(VmcallStatus::SUCCESS)
             }
             TdVmcall::MapGpa { gpa, size } => {
@@ -146,7 +154,10 @@ impl HostVmm for ScriptedHost {
                 VmcallOutput::status(VmcallStatus::SUCCESS)
             }
             TdVmcall::ReportFatalError { code, message, .. } => {
-                let end = message.iter().position(|b| *b == 0).unwrap_or(message.len());
+                let end = message
+                    .iter()
+                    .position(|b| *b == 0)
+                    .unwrap_or(message.len());
                 self.fatal = Some(FatalReport {
                     code,
                     message: String::from_utf8_lossy(&message[..end]).into_owned(),
@@ -157,9 +168,9 @@ impl HostVmm for ScriptedHost {
             TdVmcall::Wbinvd { .. } | TdVmcall::SetupEventNotifyInterrupt { .. } => {
                 VmcallOutput::status(VmcallStatus::SUCCESS)
             }
-            TdVmcall::GetTdVmCallInfo { .. } | TdVmcall::GetQuote { .. } | TdVmcall::Service { .. } => {
-                VmcallOutput::status(VmcallStatus::SUBFUNC_UNSUPPORTED)
-            }
+            TdVmcall::GetTdVmCallInfo { .. }
+            | TdVmcall::GetQuote { .. }
+            | TdVmcall::Service { .. } => VmcallOutput::status(VmcallStatus::SUBFUNC_UNSUPPORTED),
         }
     }
 

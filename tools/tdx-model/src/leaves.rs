@@ -73,7 +73,8 @@ fn run_leaf<H: HostVmm, E: L2Engine>(
         Leaf::VpWr => vp_wr(m, r),
         Leaf::SysRd => sys_rd(r),
         Leaf::SysRdAll => sys_rdall(m, r),
-        Leaf::ServtdRd | Leaf::ServtdWr => servtd(m, r),
+        Leaf::ServtdRd => servtd(m, false, r),
+        Leaf::ServtdWr => servtd(m, true, r),
         Leaf::MrVerifyReport => verify_report(m, r),
         Leaf::MemPageAttrRd => attr_rd(m, r),
         Leaf::MemPageAttrWr => attr_wr(m, r),
@@ -100,7 +101,9 @@ fn check_gpa<H: HostVmm, E: L2Engine>(
         Ok(()) => Ok(()),
         Err(GpaFault::NotPrivate) => Err(invalid(op)),
         Err(fault) => {
-            m.kill(format!("TD exit on operand {op:?} GPA {gpa:#x}: {fault:?}, host has no memory to map"));
+            m.kill(format!(
+                "TD exit on operand {op:?} GPA {gpa:#x}: {fault:?}, host has no memory to map"
+            ));
             Err(Fail::Killed)
         }
     }
@@ -133,7 +136,11 @@ fn vp_vmcall<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers)
             } else if base.checked_add(size).is_none_or(|end| end > m.mem.size()) {
                 VmcallOutput::status(VmcallStatus::INVALID_OPERAND)
             } else {
-                let state = if gpa & shared != 0 { PageState::Removed } else { PageState::Pending };
+                let state = if gpa & shared != 0 {
+                    PageState::Removed
+                } else {
+                    PageState::Pending
+                };
                 m.mem.set_state(base, size, state);
                 m.host.tdvmcall(vcpu, &TdVmcall::MapGpa { gpa, size })
             }
@@ -161,14 +168,20 @@ fn vp_info<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -
 
 fn rtmr_extend<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -> LeafResult {
     let data: [u8; 48] = read_gpa(m, r.rcx, 64, Op::RCX)?;
-    let index = usize::try_from(r.rdx).ok().filter(|i| *i < 4).ok_or(invalid(Op::RDX))?;
+    let index = usize::try_from(r.rdx)
+        .ok()
+        .filter(|i| *i < 4)
+        .ok_or(invalid(Op::RDX))?;
     measure::rtmr_extend(&mut m.rtmr[index], &data);
     Ok(())
 }
 
 fn veinfo_get<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -> LeafResult {
     (r.rcx, r.rdx, r.r8, r.r9, r.r10) = (0, 0, 0, 0, 0);
-    let ve = m.vcpus[m.current].ve_info.take().ok_or(md(StatusCode::NO_VALID_VE_INFO))?;
+    let ve = m.vcpus[m.current]
+        .ve_info
+        .take()
+        .ok_or(md(StatusCode::NO_VALID_VE_INFO))?;
     r.rcx = ve.exit_reason as u64;
     r.rdx = ve.qualification;
     r.r8 = ve.gla;
@@ -219,7 +232,9 @@ fn page_accept<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Register
         return Err(invalid(Op::RCX));
     }
     if gpa + level.bytes() > m.mem.size() || m.mem.state(gpa) == Some(PageState::Removed) {
-        m.kill(format!("TDG.MEM.PAGE.ACCEPT of {gpa:#x}: the host has no page there"));
+        m.kill(format!(
+            "TDG.MEM.PAGE.ACCEPT of {gpa:#x}: the host has no page there"
+        ));
         return Err(Fail::Killed);
     }
     let mapped = m.mem.mapping_level(gpa);
@@ -274,7 +289,11 @@ fn td_field<H: HostVmm, E: L2Engine>(m: &TdxModel<H, E>, id: FieldId) -> MdResul
             td::TD_CTLS => m.td_ctls,
             _ => 0,
         };
-        return Ok(FieldRef { rd: f.rd, wr: f.wr, value });
+        return Ok(FieldRef {
+            rd: f.rd,
+            wr: f.wr,
+            value,
+        });
     }
     for (base, elements) in TD_MEASUREMENT_FIELDS {
         let first = base.lookup_key();
@@ -289,13 +308,21 @@ fn td_field<H: HostVmm, E: L2Engine>(m: &TdxModel<H, E>, id: FieldId) -> MdResul
             };
             let mut q = [0u8; 8];
             q.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            return Ok(FieldRef { rd: u64::MAX, wr: 0, value: u64::from_le_bytes(q) });
+            return Ok(FieldRef {
+                rd: u64::MAX,
+                wr: 0,
+                value: u64::from_le_bytes(q),
+            });
         }
     }
     Err(StatusCode::METADATA_FIELD_ID_INCORRECT)
 }
 
-fn vm_rd<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, version: u8, r: &mut Registers) -> LeafResult {
+fn vm_rd<H: HostVmm, E: L2Engine>(
+    m: &mut TdxModel<H, E>,
+    version: u8,
+    r: &mut Registers,
+) -> LeafResult {
     if r.rcx != 0 {
         return Err(invalid(Op::RCX));
     }
@@ -311,8 +338,12 @@ fn vm_rd<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, version: u8, r: &mut R
         return Err(md(StatusCode::METADATA_FIELD_NOT_READABLE));
     }
     if version == 1 {
-        let pos = TD_FIELDS.iter().position(|t| t.id.lookup_key() == id.lookup_key());
-        r.rdx = pos.and_then(|p| TD_FIELDS.get(p + 1)).map_or(u64::MAX, |t| t.id.0);
+        let pos = TD_FIELDS
+            .iter()
+            .position(|t| t.id.lookup_key() == id.lookup_key());
+        r.rdx = pos
+            .and_then(|p| TD_FIELDS.get(p + 1))
+            .map_or(u64::MAX, |t| t.id.0);
     }
     Ok(())
 }
@@ -353,12 +384,18 @@ fn vp_field<H: HostVmm, E: L2Engine>(m: &TdxModel<H, E>, id: FieldId) -> MdResul
         }
         let code = id.code();
         if msr {
-            return if code < 512 { Ok(VpField::MsrBitmap(vm, code as usize)) } else { Err(incorrect) };
+            return if code < 512 {
+                Ok(VpField::MsrBitmap(vm, code as usize))
+            } else {
+                Err(incorrect)
+            };
         }
         if code & 1 != 0 {
             return Err(incorrect);
         }
-        return metadata::vmcs_spec(code).map(|s| VpField::Vmcs(vm, s)).ok_or(incorrect);
+        return metadata::vmcs_spec(code)
+            .map(|s| VpField::Vmcs(vm, s))
+            .ok_or(incorrect);
     }
     let key = id.lookup_key();
     let base = |f: FieldId| f.lookup_key();
@@ -389,17 +426,37 @@ fn vp_get<H: HostVmm, E: L2Engine>(m: &TdxModel<H, E>, f: &VpField) -> FieldRef 
         VpField::Vmcs(vm, s) => FieldRef {
             rd: s.rd & s.field.element_size().mask(),
             wr: s.wr & s.field.element_size().mask(),
-            value: v.vms[vm.index() as usize - 1].vmcs.get(&s.field.0).copied().unwrap_or(0),
+            value: v.vms[vm.index() as usize - 1]
+                .vmcs
+                .get(&s.field.0)
+                .copied()
+                .unwrap_or(0),
         },
         VpField::MsrBitmap(vm, i) => FieldRef {
             rd: u64::MAX,
             wr: u64::MAX,
             value: v.vms[vm.index() as usize - 1].msr_bitmap[i],
         },
-        VpField::L2Ctls(n) => FieldRef { rd: u64::MAX, wr: 0x7, value: v.l2_ctls[n] },
-        VpField::TscDeadline(n) => FieldRef { rd: u64::MAX, wr: u64::MAX, value: v.tsc_deadline[n] },
-        VpField::VcpuIndex => FieldRef { rd: 0xFFFF_FFFF, wr: 0, value: m.current as u64 },
-        VpField::CpuidVe(i) => FieldRef { rd: 0xFF, wr: 1, value: v.cpuid_ve[i] },
+        VpField::L2Ctls(n) => FieldRef {
+            rd: u64::MAX,
+            wr: 0x7,
+            value: v.l2_ctls[n],
+        },
+        VpField::TscDeadline(n) => FieldRef {
+            rd: u64::MAX,
+            wr: u64::MAX,
+            value: v.tsc_deadline[n],
+        },
+        VpField::VcpuIndex => FieldRef {
+            rd: 0xFFFF_FFFF,
+            wr: 0,
+            value: m.current as u64,
+        },
+        VpField::CpuidVe(i) => FieldRef {
+            rd: 0xFF,
+            wr: 1,
+            value: v.cpuid_ve[i],
+        },
     }
 }
 
@@ -422,8 +479,13 @@ fn vp_rd<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -> 
     r.r8 = f.value & f.rd;
     r.rdx = match field {
         VpField::Vmcs(vm, s) => {
-            let pos = metadata::VMCS_FIELDS.iter().position(|x| x.field == s.field).unwrap_or(0);
-            metadata::VMCS_FIELDS.get(pos + 1).map_or(u64::MAX, |n| FieldId::l2_vmcs(vm, n.field).0)
+            let pos = metadata::VMCS_FIELDS
+                .iter()
+                .position(|x| x.field == s.field)
+                .unwrap_or(0);
+            metadata::VMCS_FIELDS
+                .get(pos + 1)
+                .map_or(u64::MAX, |n| FieldId::l2_vmcs(vm, n.field).0)
         }
         VpField::MsrBitmap(vm, i) if i < 511 => FieldId::l2_msr_bitmap(vm, i as u16 + 1).0,
         _ => u64::MAX,
@@ -454,7 +516,9 @@ fn vp_wr<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -> 
             {
                 return Err(not_valid);
             }
-            v.vms[vm.index() as usize - 1].vmcs.insert(s.field.0, new);
+            let state = &mut v.vms[vm.index() as usize - 1];
+            state.vapic_set |= s.field == vmcs::VIRTUAL_APIC_PAGE_ADDR;
+            state.vmcs.insert(s.field.0, new);
         }
         VpField::MsrBitmap(vm, i) => v.vms[vm.index() as usize - 1].msr_bitmap[i] = new,
         VpField::L2Ctls(n) => {
@@ -517,16 +581,57 @@ fn sys_rdall<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers)
     m.mem.write(r.rdx, &page).map_err(|_| invalid(Op::RDX))
 }
 
-fn servtd<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -> LeafResult {
-    // Binding handle bits 11:0 = slot; 1.5.01 has MAX_SERV_TDS = 1.
-    if r.rcx & 0xFFF >= 1 {
+fn servtd<H: HostVmm, E: L2Engine>(
+    m: &mut TdxModel<H, E>,
+    write: bool,
+    r: &mut Registers,
+) -> LeafResult {
+    // Binding handle bits 11:0 = slot; 1.5.01 has MAX_SERV_TDS = 1. The model
+    // uses the slot alone as the handle (the module also folds in the target's
+    // TDR page and this TD's UUID).
+    if r.rcx & 0xFFF >= 1 || r.rcx >> 12 != 0 {
         return Err(invalid(Op::RCX));
     }
-    // This model's TDs are never service TDs with a bound target: the module's
-    // answer is a cross-TD trap (an asynchronous TD exit), which the model's host
-    // does not resume.
-    m.kill(format!("TDG.SERVTD access with handle {:#x}: no service-TD binding (cross-TD trap)", r.rcx));
-    Err(Fail::Killed)
+    let id = FieldId(r.rdx);
+    r.r8 = if write { r.r8 } else { 0 };
+    let Some(binding) = m.config.servtd_binding.as_mut() else {
+        // Not bound: the module takes a cross-TD trap (an asynchronous TD exit),
+        // which the model's host does not resume.
+        m.kill(format!(
+            "TDG.SERVTD access with handle {:#x}: no service-TD binding (cross-TD trap)",
+            r.rcx
+        ));
+        return Err(Fail::Killed);
+    };
+    if [r.r10, r.r11, r.r12, r.r13] != binding.uuid {
+        return Err(md(StatusCode::TARGET_UUID_MISMATCH));
+    }
+    if !write && id.is_null() {
+        r.rdx = binding.fields.keys().next().copied().unwrap_or(u64::MAX);
+        return Err(md(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
+    }
+    single_element(id).map_err(md)?;
+    let key = id.lookup_key();
+    let Some((stored_id, (value, wr))) = binding
+        .fields
+        .iter_mut()
+        .find(|(k, _)| FieldId(**k).lookup_key() == key)
+    else {
+        return Err(md(StatusCode::METADATA_FIELD_ID_INCORRECT));
+    };
+    let old = *value;
+    if write {
+        *value = metadata::apply_write(old, r.r8, r.r9, *wr).map_err(md)?;
+    } else {
+        let next = *stored_id;
+        r.rdx = binding
+            .fields
+            .range(next + 1..)
+            .next()
+            .map_or(u64::MAX, |(k, _)| *k);
+    }
+    r.r8 = old;
+    Ok(())
 }
 
 fn verify_report<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -> LeafResult {
@@ -558,7 +663,9 @@ fn attr_rd<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -
         return Err(invalid(Op::RCX));
     }
     if gpa >= m.mem.size() || m.mem.state(gpa) == Some(PageState::Removed) {
-        m.kill(format!("TDG.MEM.PAGE.ATTR.RD of unmapped {gpa:#x}: EPT-violation TD exit"));
+        m.kill(format!(
+            "TDG.MEM.PAGE.ATTR.RD of unmapped {gpa:#x}: EPT-violation TD exit"
+        ));
         return Err(Fail::Killed);
     }
     r.rcx = mapping_out(m, gpa);
@@ -593,7 +700,9 @@ fn attr_wr<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -
         }
     }
     if gpa + level.bytes() > m.mem.size() || m.mem.state(gpa) == Some(PageState::Removed) {
-        m.kill(format!("TDG.MEM.PAGE.ATTR.WR of unmapped {gpa:#x}: EPT-violation TD exit"));
+        m.kill(format!(
+            "TDG.MEM.PAGE.ATTR.WR of unmapped {gpa:#x}: EPT-violation TD exit"
+        ));
         return Err(Fail::Killed);
     }
     let mapped = m.mem.mapping_level(gpa);
@@ -604,7 +713,8 @@ fn attr_wr<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -
     let mut results = [None::<L2Attr>; 3];
     for vm in &L2Vm::ALL[..nvms as usize] {
         let mask = flags.mask(*vm);
-        let masked = L2Attr::from_bits_retain(new.slot(*vm).bits() & (mask.bits() | L2Attr::VALID.bits()));
+        let masked =
+            L2Attr::from_bits_retain(new.slot(*vm).bits() & (mask.bits() | L2Attr::VALID.bits()));
         if !masked.contains(L2Attr::VALID) {
             continue;
         }
@@ -625,7 +735,11 @@ fn attr_wr<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -
     for vm in &L2Vm::ALL[..nvms as usize] {
         if let Some(result) = results[vm.index() as usize - 1] {
             // An alias without R/W/Xs/Xu is removed; the output still shows VALID.
-            let stored = if result.is_present() { result } else { L2Attr::empty() };
+            let stored = if result.is_present() {
+                result
+            } else {
+                L2Attr::empty()
+            };
             for page in 0..level.bytes() / PAGE_SIZE {
                 m.mem.set_attr(gpa + page * PAGE_SIZE, *vm, stored);
             }
@@ -708,8 +822,9 @@ fn vp_enter<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) 
         return Err(invalid(Op::RCX));
     };
     let slot = vm.index() as usize - 1;
-    let vapic = m.vcpus[m.current].vms[slot].vmcs[&vmcs::VIRTUAL_APIC_PAGE_ADDR.0];
-    if vapic == u64::MAX {
+    let vmstate = &m.vcpus[m.current].vms[slot];
+    let vapic = vmstate.vmcs[&vmcs::VIRTUAL_APIC_PAGE_ADDR.0];
+    if !vmstate.vapic_set {
         return Err(invalid(Op::L2_VAPIC_GPA));
     }
     if m.vcpus[m.current].l1_interrupt_pending {
@@ -774,7 +889,10 @@ fn vp_enter<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) 
     let end = cpu.end.take();
     let regs = cpu.regs;
     let Some(end) = end else {
-        m.kill(format!("L2 engine returned without an exit (VM {})", vm.index()));
+        m.kill(format!(
+            "L2 engine returned without an exit (VM {})",
+            vm.index()
+        ));
         return Err(Fail::Killed);
     };
     // Write L2 state back to the buffer on every exit (§2.2).
@@ -785,18 +903,26 @@ fn vp_enter<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) 
         ssp: regs.ssp,
         guest_interrupt_status: regs.intr_status,
     };
-    m.mem.write(buf_gpa, &out.to_bytes()).map_err(|_| invalid(Op::RDX))?;
+    m.mem
+        .write(buf_gpa, &out.to_bytes())
+        .map_err(|_| invalid(Op::RDX))?;
     let (outcome, info) = match end {
         RunEnd::ToL1(info) => (EnterOutcome::L2ToL1, info),
         RunEnd::ToHost(info) => match m.host.l2_exit_routed(vcpu_index, vm, &info) {
             HostDecision::ResumeL1 => (EnterOutcome::HostRoutedAsync, info),
             HostDecision::KillTd => {
-                m.kill(format!("host killed the TD on a routed L2 exit at GPA {:#x}", info.gpa));
+                m.kill(format!(
+                    "host killed the TD on a routed L2 exit at GPA {:#x}",
+                    info.gpa
+                ));
                 return Err(Fail::Killed);
             }
         },
     };
-    *m.stats.l2_exits.entry(info.exit_reason().basic()).or_default() += 1;
+    *m.stats
+        .l2_exits
+        .entry(info.exit_reason().basic())
+        .or_default() += 1;
     let vmstate = &mut m.vcpus[m.current].vms[slot];
     for (f, val) in [
         (vmcs::GUEST_RSP, regs.gprs[4]),
@@ -806,7 +932,10 @@ fn vp_enter<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) 
         (vmcs::EXIT_QUALIFICATION, info.qualification),
         (vmcs::GUEST_PHYSICAL_ADDRESS, info.gpa),
         (vmcs::GUEST_LINEAR_ADDRESS, info.gla),
-        (vmcs::VM_EXIT_INSTRUCTION_LEN, info.instruction_length as u64),
+        (
+            vmcs::VM_EXIT_INSTRUCTION_LEN,
+            info.instruction_length as u64,
+        ),
         (vmcs::VM_EXIT_INSTRUCTION_INFO, info.instruction_info as u64),
     ] {
         vmstate.vmcs.insert(f.0, val);

@@ -66,6 +66,17 @@ pub struct TdConfig {
     pub mrownerconfig: [u8; 48],
     /// The model's report MAC key (stands in for the CPU's key).
     pub report_key: [u8; 32],
+    /// A target TD this TD is bound to as a service TD (binding slot 0), if any.
+    pub servtd_binding: Option<ServtdBinding>,
+}
+
+/// A service-TD binding: the target's UUID and the TD-scope fields it exposes.
+#[derive(Clone, Debug, Default)]
+pub struct ServtdBinding {
+    /// Target TD_UUID (R10..R13).
+    pub uuid: [u64; 4],
+    /// Fields by id: (value, writable mask).
+    pub fields: BTreeMap<u64, (u64, u64)>,
 }
 
 impl TdConfig {
@@ -87,6 +98,7 @@ impl TdConfig {
             mrowner: [0; 48],
             mrownerconfig: [0; 48],
             report_key: *b"lvbs-tdx model report MAC key!!!",
+            servtd_binding: None,
         }
     }
 }
@@ -96,6 +108,9 @@ impl TdConfig {
 pub(crate) struct L2VmState {
     pub(crate) vmcs: BTreeMap<u16, u64>,
     pub(crate) msr_bitmap: Vec<u64>,
+    /// The module's own record that L1 wrote the vAPIC address (§2.2 check 3);
+    /// the VMCS field itself reads 0 until then.
+    pub(crate) vapic_set: bool,
 }
 
 impl L2VmState {
@@ -105,7 +120,11 @@ impl L2VmState {
             .map(|s| (s.field.0, s.init & s.field.element_size().mask()))
             .collect();
         vmcs.insert(tdcall::field::vmcs::VPID.0, vm.index() as u64);
-        L2VmState { vmcs, msr_bitmap: vec![u64::MAX; 512] }
+        L2VmState {
+            vmcs,
+            msr_bitmap: vec![u64::MAX; 512],
+            vapic_set: false,
+        }
     }
 }
 
@@ -160,7 +179,10 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
         let num_vms = config.num_l2_vms.min(3);
         let vcpus = (0..config.num_vcpus.max(1))
             .map(|_| VcpuState {
-                vms: L2Vm::ALL[..num_vms as usize].iter().map(|vm| L2VmState::new(*vm)).collect(),
+                vms: L2Vm::ALL[..num_vms as usize]
+                    .iter()
+                    .map(|vm| L2VmState::new(*vm))
+                    .collect(),
                 l2_ctls: [0; 4],
                 tsc_deadline: [u64::MAX; 4],
                 cpuid_ve: [0; 2],
@@ -171,8 +193,17 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
             .collect();
         let gpaw = if config.gpaw == 52 { 52 } else { 48 };
         TdxModel {
-            mem: Memory::new(config.memory_bytes, config.accepted_bytes, config.map_2m, gpaw),
-            config: TdConfig { gpaw, num_l2_vms: num_vms, ..config },
+            mem: Memory::new(
+                config.memory_bytes,
+                config.accepted_bytes,
+                config.map_2m,
+                gpaw,
+            ),
+            config: TdConfig {
+                gpaw,
+                num_l2_vms: num_vms,
+                ..config
+            },
             vcpus,
             current: 0,
             rtmr: [[0; 48]; 4],
@@ -224,7 +255,13 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
 
     /// A qword of `vm`'s L1-visible MSR bitmap on `vcpu`.
     pub fn l2_msr_bitmap(&self, vcpu: usize, vm: L2Vm, index: usize) -> Option<u64> {
-        self.vcpus.get(vcpu)?.vms.get(vm.index() as usize - 1)?.msr_bitmap.get(index).copied()
+        self.vcpus
+            .get(vcpu)?
+            .vms
+            .get(vm.index() as usize - 1)?
+            .msr_bitmap
+            .get(index)
+            .copied()
     }
 
     /// Marks an interrupt deliverable to L1 on the current vCPU (or clears it):

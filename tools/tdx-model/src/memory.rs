@@ -71,7 +71,12 @@ impl Memory {
         let large = (0..size / LARGE_PAGE_SIZE)
             .map(|r| map_2m && (r + 1) * LARGE_PAGE_SIZE <= size && r * LARGE_PAGE_SIZE >= accepted)
             .collect();
-        Memory { bytes: vec![0; size as usize], pages, large, gpaw }
+        Memory {
+            bytes: vec![0; size as usize],
+            pages,
+            large,
+            gpaw,
+        }
     }
 
     /// Bytes of private memory.
@@ -134,7 +139,12 @@ impl Memory {
 
     /// The host's mapping level at `gpa` (§3.3): 2 MiB or 4 KiB.
     pub fn mapping_level(&self, gpa: u64) -> PageLevel {
-        if self.large.get((gpa / LARGE_PAGE_SIZE) as usize).copied().unwrap_or(false) {
+        if self
+            .large
+            .get((gpa / LARGE_PAGE_SIZE) as usize)
+            .copied()
+            .unwrap_or(false)
+        {
             PageLevel::Size2M
         } else {
             PageLevel::Size4K

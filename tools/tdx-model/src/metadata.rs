@@ -23,14 +23,24 @@ pub struct VmcsSpec {
 const ALL: u64 = u64::MAX;
 
 const fn spec(field: VmcsField, rd: u64, wr: u64, init: u64) -> VmcsSpec {
-    VmcsSpec { field, rd, wr, init }
+    VmcsSpec {
+        field,
+        rd,
+        wr,
+        init,
+    }
 }
 
 /// Pin-based controls: external-interrupt exiting, NMI exiting, virtual NMIs (§2.5).
 pub const PIN_BASED_L2_INIT: u64 = (1 << 0) | (1 << 3) | (1 << 5);
 /// Base CR0 guest/host mask of the module (§2.6): NE, NW, CD, 63:32, 28:19, 17, 15:6.
-pub const CR0_BASE_MASK: u64 =
-    (1 << 5) | (1 << 29) | (1 << 30) | (0xFFFF_FFFF << 32) | (0x3FF << 19) | (1 << 17) | (0x3FF << 6);
+pub const CR0_BASE_MASK: u64 = (1 << 5)
+    | (1 << 29)
+    | (1 << 30)
+    | (0xFFFF_FFFF << 32)
+    | (0x3FF << 19)
+    | (1 << 17)
+    | (0x3FF << 6);
 /// CR0 bits that are architecturally reserved (subset of the base mask): setting them is #GP.
 pub const CR0_RESERVED: u64 = (0xFFFF_FFFF << 32) | (0x3FF << 19) | (1 << 17) | (0x3FF << 6);
 /// CR4 bits an L2 may own in this model's TD configuration (§2.5 GUEST_CR4 write mask).
@@ -63,11 +73,21 @@ pub const VMCS_FIELDS: &[VmcsSpec] = &[
     spec(vmcs::IO_BITMAP_B, ALL, 0, 0),
     spec(vmcs::MSR_BITMAP, 0, 0, 0),
     spec(vmcs::TSC_OFFSET, 0, 0, 0),
-    spec(vmcs::VIRTUAL_APIC_PAGE_ADDR, ALL, c::VIRTUAL_APIC_L1_WR_MASK, ALL),
+    spec(
+        vmcs::VIRTUAL_APIC_PAGE_ADDR,
+        ALL,
+        c::VIRTUAL_APIC_L1_WR_MASK,
+        0,
+    ),
     spec(vmcs::APIC_ACCESS_ADDR, 0, 0, 0),
     spec(vmcs::POSTED_INTR_DESC_ADDR, ALL, 0, 0),
     spec(vmcs::VM_FUNCTION_CONTROLS, ALL, 0, 0),
-    spec(vmcs::EPT_POINTER, c::EPTP_L1_RD_MASK, c::EPTP_L1_WR_MASK, 0x5E),
+    spec(
+        vmcs::EPT_POINTER,
+        c::EPTP_L1_RD_MASK,
+        c::EPTP_L1_WR_MASK,
+        0x5E,
+    ),
     spec(vmcs::EOI_EXIT_BITMAP0, ALL, ALL, 0),
     spec(vmcs::EOI_EXIT_BITMAP1, ALL, ALL, 0),
     spec(vmcs::EOI_EXIT_BITMAP2, ALL, ALL, 0),
@@ -76,13 +96,23 @@ pub const VMCS_FIELDS: &[VmcsSpec] = &[
     spec(vmcs::XSS_EXIT_BITMAP, ALL, ALL, 0),
     spec(vmcs::ENCLS_EXITING_BITMAP, ALL, 0, ALL),
     spec(vmcs::TSC_MULTIPLIER, 0, 0, 0),
-    spec(vmcs::TERTIARY_PROC_BASED_CTLS, ALL, c::TERTIARY_L1_WR_MASK, 0),
+    spec(
+        vmcs::TERTIARY_PROC_BASED_CTLS,
+        ALL,
+        c::TERTIARY_L1_WR_MASK,
+        0,
+    ),
     spec(vmcs::ENCLV_EXITING_BITMAP, ALL, 0, ALL),
     spec(vmcs::SHARED_EPTP, 0, 0, 0),
     spec(vmcs::HLAT_POINTER, ALL, c::HLAT_POINTER_L1_WR_MASK, 0),
     spec(vmcs::GUEST_PHYSICAL_ADDRESS, ALL, ALL, 0),
     spec(vmcs::VMCS_LINK_POINTER, 0, 0, ALL),
-    spec(vmcs::GUEST_IA32_DEBUGCTL, !(1 << 13), c::GUEST_DEBUGCTL_L1_WR_MASK, 0),
+    spec(
+        vmcs::GUEST_IA32_DEBUGCTL,
+        !(1 << 13),
+        c::GUEST_DEBUGCTL_L1_WR_MASK,
+        0,
+    ),
     spec(vmcs::GUEST_IA32_PAT, ALL, ALL, 0x0007_0406_0007_0406),
     spec(vmcs::GUEST_IA32_EFER, ALL, c::GUEST_EFER_L1_WR_MASK, 0x901),
     spec(vmcs::GUEST_IA32_PERF_GLOBAL_CTRL, ALL, ALL, 0xFF),
@@ -94,8 +124,18 @@ pub const VMCS_FIELDS: &[VmcsSpec] = &[
     spec(vmcs::GUEST_IA32_LBR_CTL, ALL, ALL, 0),
     spec(vmcs::GUEST_IA32_PKRS, ALL, ALL, 0),
     spec(vmcs::PIN_BASED_CTLS, ALL, 0, PIN_BASED_L2_INIT),
-    spec(vmcs::PROC_BASED_CTLS, ALL, c::PROC_BASED_L1_WR_MASK, c::PROC_BASED_L2_INIT),
-    spec(vmcs::EXCEPTION_BITMAP, ALL, c::EXCEPTION_BITMAP_L1_WR_MASK, 1 << 18),
+    spec(
+        vmcs::PROC_BASED_CTLS,
+        ALL,
+        c::PROC_BASED_L1_WR_MASK,
+        c::PROC_BASED_L2_INIT,
+    ),
+    spec(
+        vmcs::EXCEPTION_BITMAP,
+        ALL,
+        c::EXCEPTION_BITMAP_L1_WR_MASK,
+        1 << 18,
+    ),
     spec(vmcs::PAGE_FAULT_ERROR_CODE_MASK, ALL, ALL, 0),
     spec(vmcs::PAGE_FAULT_ERROR_CODE_MATCH, ALL, ALL, 0),
     spec(vmcs::CR3_TARGET_COUNT, ALL, ALL, 0),
@@ -105,7 +145,12 @@ pub const VMCS_FIELDS: &[VmcsSpec] = &[
     spec(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, ALL, ALL, 0),
     spec(vmcs::VM_ENTRY_INSTRUCTION_LEN, ALL, ALL, 0),
     spec(vmcs::TPR_THRESHOLD, ALL, ALL, 0),
-    spec(vmcs::SECONDARY_PROC_BASED_CTLS, ALL, c::SECONDARY_L1_WR_MASK, c::SECONDARY_L2_INIT),
+    spec(
+        vmcs::SECONDARY_PROC_BASED_CTLS,
+        ALL,
+        c::SECONDARY_L1_WR_MASK,
+        c::SECONDARY_L2_INIT,
+    ),
     spec(vmcs::PLE_GAP, ALL, ALL, 0),
     spec(vmcs::PLE_WINDOW, ALL, ALL, 0),
     spec(vmcs::INSTRUCTION_TIMEOUT_CONTROL, ALL, 0, 0),
@@ -276,10 +321,16 @@ mod tests {
 
     #[test]
     fn write_rule() {
-        assert_eq!(apply_write(0xF0, 0x0F, 0xFF, 0x0F), Err(StatusCode::METADATA_FIELD_VALUE_NOT_VALID));
+        assert_eq!(
+            apply_write(0xF0, 0x0F, 0xFF, 0x0F),
+            Err(StatusCode::METADATA_FIELD_VALUE_NOT_VALID)
+        );
         assert_eq!(apply_write(0xF0, 0xFF, 0xFF, 0x0F), Ok(0xFF));
         assert_eq!(apply_write(0xF0, 0x05, 0x0F, 0x0F), Ok(0xF5));
-        assert_eq!(apply_write(0, 1, 0x10, 0x0F), Err(StatusCode::METADATA_FIELD_NOT_WRITABLE));
+        assert_eq!(
+            apply_write(0, 1, 0x10, 0x0F),
+            Err(StatusCode::METADATA_FIELD_NOT_WRITABLE)
+        );
     }
 
     #[test]
@@ -291,7 +342,10 @@ mod tests {
             }
         }
         for (name, f) in vmcs::ALL {
-            assert!(vmcs_spec(f.0 as u32).is_some(), "{name} missing from the model");
+            assert!(
+                vmcs_spec(f.0 as u32).is_some(),
+                "{name} missing from the model"
+            );
         }
     }
 }
