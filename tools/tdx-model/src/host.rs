@@ -82,6 +82,9 @@ pub struct ScriptedHost {
     pub kill_on_routed_exit: bool,
     /// MapGPA requests (gpa, size).
     pub map_gpa: Vec<(u64, u64)>,
+    /// GetQuote requests (shared buffer GPA, size). The quote service itself is
+    /// outside the model: requests are accepted and recorded.
+    pub quote_requests: Vec<(u64, u64)>,
 }
 
 impl ScriptedHost {

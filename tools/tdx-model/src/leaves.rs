@@ -750,10 +750,8 @@ fn attr_wr<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) -
         }
     }
     m.stats.attr_writes += 1;
-    r.rcx = mapping_out(m, gpa) & !GpaMapping::GPA_MASK | gpa;
-    if level == PageLevel::Size2M {
-        r.rcx = (r.rcx & !7) | PageLevel::Size2M as u64;
-    }
+    let pending = m.mem.state(gpa) == Some(PageState::Pending);
+    r.rcx = GpaMapping::new(gpa, level).0 | if pending { GpaMapping::PENDING } else { 0 };
     r.rdx = out.0;
     Ok(())
 }

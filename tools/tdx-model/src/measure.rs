@@ -126,7 +126,8 @@ pub fn build_report(inputs: &ReportInputs<'_>, key: &[u8; 32]) -> [u8; TDREPORT_
 
 /// HMAC-SHA-256 over the REPORTMACSTRUCT bytes before the MAC.
 pub fn report_mac(reportmac: &[u8], key: &[u8; 32]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     m.update(&reportmac[..MAC_COVERED.min(reportmac.len())]);
     m.finalize().into_bytes().into()
 }
