@@ -1,0 +1,45 @@
+//! lvbs-tdx paravisor core: the L1 VMM of a partitioned TD, as a library.
+//!
+//! Generic over a [`Platform`] (TDCALL + L1 memory), so the same code runs on
+//! bare metal and on the host against the TDX-module model. Section numbers
+//! (`§n.m`) refer to `shared/reference/tdx-abi.md`.
+//!
+//! * [`setup_l2_vm`] programs an L2 VM's VMCS, controls, CR ownership, initial
+//!   state, L2_CTLS and MSR bitmap (§2.2–§2.7) and returns its [`Vcpu`].
+//! * [`Vcpu::run`] is the TDG.VP.ENTER loop (§2.3) with exit dispatch (§4) to
+//!   the handlers in [`exits`], which reach the host through TDG.VP.VMCALL (§1.5).
+//! * [`handlers`] holds the policy hooks (CPUID, MSR, CR, hypercalls) and their
+//!   defaults; [`inject`] injects exceptions into L2.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod exits;
+pub mod field;
+pub mod handlers;
+pub mod inject;
+pub mod insn;
+pub mod memory;
+pub mod msr_bitmap;
+pub mod setup;
+pub mod stats;
+pub mod vcpu;
+
+pub use field::FieldAccessError;
+pub use handlers::{
+    AllowCrWrites, CpuidPolicy, CpuidResult, CrDecision, CrPolicy, CrWrite, DefaultCpuidPolicy,
+    DefaultHandlers, EnosysHypercalls, ExitHandlers, Handlers, HypercallArgs, HypercallContext,
+    HypercallHandler, MsrPolicy, MsrRead, MsrRule, MsrTable, MsrWrite, ENOSYS,
+};
+pub use memory::{L1Memory, MemoryError, Platform};
+pub use msr_bitmap::MsrBitmap;
+pub use setup::{
+    setup_l2_vm, DescriptorTable, InitialState, L2VmConfig, MsrPassthrough, Segment, SetupError,
+};
+pub use stats::ExitStats;
+pub use vcpu::{MmioRange, StopReason, Vcpu};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+//! Unit tests of the loop and set-up against a tiny fake platform. The real
+//! coverage is the scenario suite (`tests/scenarios`) against the TDX-module model.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use tdcall::field::{controls, vmcs, FieldId};
+use tdcall::leaf::Leaf;
+use tdcall::vmcall::TdVmcall;
+use tdcall::vmx::{reason, InterruptionInfo};
+use tdcall::{EnterOutcome, L2ExitInfo, L2Vm, Registers, StatusCode, Tdcall, TdxStatus};
+
+use crate::*;
+
+/// Records field writes, answers reads from them, replays queued ENTER results.
+#[derive(Default)]
+struct Fake {
+    fields: BTreeMap<u64, u64>,
+    writes: Vec<(u64, u64, u64)>,
+    enters: VecDeque<(u64, L2ExitInfo)>,
+    enter_rcx: Vec<u64>,
+    vmcalls: Vec<TdVmcall>,
+    mem: Vec<u8>,
+}
+
+impl Tdcall for Fake {
+    fn tdcall(&mut self, r: &mut Registers) {
+        match Leaf::from_number(r.rax as u16) {
+            Some(Leaf::VpWr) => {
+                self.writes.push((r.rdx, r.r8, r.r9));
+                let old = self.fields.get(&r.rdx).copied().unwrap_or(0);
+                self.fields.insert(r.rdx, (old & !r.r9) | (r.r8 & r.r9));
+                r.r8 = old;
+                r.rax = 0;
+            }
+            Some(Leaf::VpRd) => {
+                r.r8 = self.fields.get(&r.rdx).copied().unwrap_or(0);
+                r.rax = 0;
+            }
+            Some(Leaf::VpEnter) => {
+                self.enter_rcx.push(r.rcx);
+                let (code, exit) = self
+                    .enters
+                    .pop_front()
+                    .unwrap_or((0xC000_0100, L2ExitInfo::default()));
+                let outcome = EnterOutcome::from_code(StatusCode(code as u32));
+                match outcome {
+                    Some(o) => exit.write_registers(o, r),
+                    None => r.rax = TdxStatus::new(StatusCode(code as u32), 2).0,
+                }
+            }
+            Some(Leaf::VpVmcall) => {
+                self.vmcalls.push(TdVmcall::decode(r).unwrap());
+                r.rax = 0;
+                r.r10 = 0;
+                r.r11 = 0x42;
+            }
+            _ => r.rax = 0xC000_0100_0000_0000,
+        }
+    }
+}
+
+impl L1Memory for Fake {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let s = gpa as usize;
+        let src = self
+            .mem
+            .get(s..s + buf.len())
+            .ok_or(MemoryError::OutOfRange {
+                gpa,
+                len: buf.len(),
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let s = gpa as usize;
+        let dst = self
+            .mem
+            .get_mut(s..s + data.len())
+            .ok_or(MemoryError::OutOfRange {
+                gpa,
+                len: data.len(),
+            })?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn fake() -> Fake {
+    Fake {
+        mem: vec![0; 0x4000],
+        ..Fake::default()
+    }
+}
+
+fn exit(reason: u16, len: u32) -> L2ExitInfo {
+    L2ExitInfo {
+        reason: reason as u32,
+        instruction_length: len,
+        ..L2ExitInfo::default()
+    }
+}
+
+#[test]
+fn setup_writes_vapic_first_and_checks_masks() {
+    let mut p = fake();
+    let mut cfg = L2VmConfig::new(L2Vm::Vm1, 0x1000, 0x2000);
+    cfg.mbec = true;
+    cfg.msr_passthrough.push(MsrPassthrough {
+        msr: 0xC000_0082,
+        read: true,
+        write: false,
+    });
+    let vcpu = setup_l2_vm(&mut p, &cfg).unwrap();
+    assert_eq!(vcpu.guest_state_gpa(), 0x2000);
+    let vapic = FieldId::l2_vmcs(L2Vm::Vm1, vmcs::VIRTUAL_APIC_PAGE_ADDR).0;
+    assert_eq!(
+        p.writes[0],
+        (vapic, 0x1000, controls::VIRTUAL_APIC_L1_WR_MASK)
+    );
+    let sec = FieldId::l2_vmcs(L2Vm::Vm1, vmcs::SECONDARY_PROC_BASED_CTLS).0;
+    assert!(p
+        .writes
+        .contains(&(sec, controls::SECONDARY_MBEC, controls::SECONDARY_MBEC)));
+    let bitmap: Vec<_> = p.writes.iter().filter(|w| w.0 >> 56 == 37).collect();
+    assert_eq!(
+        bitmap,
+        [&(FieldId::l2_msr_bitmap(L2Vm::Vm1, 0x82).0, !4u64, u64::MAX)]
+    );
+
+    cfg.secondary_set = 1 << 0;
+    assert_eq!(
+        setup_l2_vm(&mut fake(), &cfg).unwrap_err(),
+        SetupError::ControlOutsideMask {
+            field: "SECONDARY_PROC_BASED_CTLS",
+            bits: 1
+        }
+    );
+    let bad = L2VmConfig::new(L2Vm::Vm1, 0x1800, 0x2000);
+    assert!(matches!(
+        setup_l2_vm(&mut fake(), &bad),
+        Err(SetupError::Misaligned { .. })
+    ));
+}
+
+#[test]
+fn loop_handles_status_classes_and_flush() {
+    let mut p = fake();
+    p.enters.extend([
+        (0x1120, L2ExitInfo::default()),
+        (0x1101, exit(reason::TDCALL, 4)),
+        (0x1102, exit(reason::EXTERNAL_INTERRUPT, 0)),
+        (0x1100, exit(reason::EXTERNAL_INTERRUPT, 0)),
+        (0, exit(reason::HLT, 1)),
+    ]);
+    let mut vcpu = Vcpu::new(L2Vm::Vm1, 0x2000, Default::default(), Vec::new()).unwrap();
+    vcpu.state.rip = 0x100;
+    let mut h = DefaultHandlers::default();
+    assert_eq!(vcpu.run(&mut p, &mut h, 100), StopReason::Halted);
+    // The flush stays requested until L2 actually ran.
+    assert_eq!(
+        p.enter_rcx,
+        [1 << 52 | 1, 1 << 52 | 1, 1 << 52, 1 << 52, 1 << 52]
+    );
+    assert_eq!(h.pending_interrupts, 2);
+    assert_eq!(vcpu.stats.host_routed_tdvmcall, 1);
+    assert_eq!(vcpu.stats.host_routed_async, 1);
+    assert_eq!(vcpu.stats.count(reason::HLT), 1);
+    assert_eq!(
+        p.vmcalls,
+        [TdVmcall::Hlt {
+            interrupts_blocked: true
+        }]
+    );
+    // An error status stops the loop with it; the cap stops endless loops.
+    let stop = vcpu.run(&mut p, &mut h, 100);
+    assert!(matches!(stop, StopReason::EnterFailed(e) if e.code() == StatusCode::OPERAND_INVALID));
+    p.enters
+        .extend((0..10).map(|_| (0x1101, exit(reason::TDCALL, 4))));
+    assert_eq!(vcpu.run(&mut p, &mut h, 5), StopReason::ExitLimit);
+}
+
+#[test]
+fn vmcall_returns_enosys_and_refuses_user_mode() {
+    let mut p = fake();
+    let mut user = exit(reason::VMCALL, 3);
+    user.cpl = 3;
+    p.enters.extend([
+        (0, exit(reason::VMCALL, 3)),
+        (0, user),
+        (0, exit(reason::HLT, 1)),
+    ]);
+    let mut vcpu = Vcpu::new(L2Vm::Vm1, 0x2000, Default::default(), Vec::new()).unwrap();
+    vcpu.state.rip = 0x100;
+    vcpu.state.gprs[7] = 0x1FFE2;
+    assert_eq!(
+        vcpu.run(&mut p, &mut DefaultHandlers::default(), 10),
+        StopReason::Halted
+    );
+    assert_eq!(vcpu.state.gprs[8], ENOSYS);
+    assert_eq!(
+        vcpu.state.rip,
+        0x100 + 3 + 1,
+        "user VMCALL did not advance RIP"
+    );
+    let info = FieldId::l2_vmcs(L2Vm::Vm1, vmcs::VM_ENTRY_INTR_INFO).0;
+    assert_eq!(p.fields[&info], InterruptionInfo::invalid_opcode().0 as u64);
+    assert_eq!(vcpu.stats.injected, 1);
+}
+
+#[test]
+fn unknown_exit_fails_closed() {
+    let mut p = fake();
+    p.enters.push_back((0, exit(reason::RDTSC, 2)));
+    let mut vcpu = Vcpu::new(L2Vm::Vm1, 0x2000, Default::default(), Vec::new()).unwrap();
+    assert_eq!(
+        vcpu.run(&mut p, &mut DefaultHandlers::default(), 10),
+        StopReason::UnhandledExit {
+            reason: reason::RDTSC as u32,
+            qualification: 0
+        }
+    );
+}
