@@ -177,13 +177,32 @@ impl L2Cpu<'_> {
         Step::FaultedInL2 { vector }
     }
 
-    /// Judges and, where allowed, performs one action.
+    /// Judges and, where allowed, performs one scripted action: the model
+    /// carries out the whole instruction (memory accesses included) and advances
+    /// RIP by [`L2Action::length`].
     pub fn execute(&mut self, action: &L2Action) -> Step {
+        self.run_action(action, action.length(), true)
+    }
+
+    /// Judges one instruction a real CPU trapped on, whose length the engine
+    /// decoded. The model applies its effect on L2 state (registers, VMCS) and
+    /// advances RIP by `length` when the instruction completes. For
+    /// [`L2Action::Access`] the model does not touch memory: `Completed` means
+    /// "allowed, re-execute natively" and RIP is left unchanged.
+    pub fn execute_decoded(&mut self, action: &L2Action, length: u32) -> Step {
+        self.run_action(action, length, false)
+    }
+
+    /// Private memory, for engines that read L2 code or page tables.
+    pub fn memory(&self) -> &Memory {
+        self.mem
+    }
+
+    fn run_action(&mut self, action: &L2Action, len: u32, perform_access: bool) -> Step {
         self.last_value = None;
         if self.end.is_some() {
             return Step::Exit;
         }
-        let len = action.length();
         match *action {
             L2Action::MovToCr { cr, gpr } => self.mov_to_cr(cr, gpr, len),
             L2Action::MovFromCr { cr, gpr } => self.mov_from_cr(cr, gpr, len),
@@ -196,7 +215,13 @@ impl L2Cpu<'_> {
                 cpl,
                 size,
                 value,
-            } => self.access(kind, gpa, gla, cpl, size, value, len),
+            } => {
+                let step = self.access(kind, gpa, gla, cpl, size, value, len, perform_access);
+                if !perform_access && step == Step::Completed {
+                    self.regs.rip = self.regs.rip.wrapping_sub(len as u64);
+                }
+                step
+            }
             L2Action::Cpuid => self.exit(reason::CPUID, 0, len),
             L2Action::Hlt => self.exit(reason::HLT, 0, len),
             L2Action::Vmcall => self.exit(reason::VMCALL, 0, len),
@@ -445,6 +470,7 @@ impl L2Cpu<'_> {
         size: u8,
         value: u64,
         len: u32,
+        perform: bool,
     ) -> Step {
         if !matches!(size, 1 | 2 | 4 | 8) {
             return self.fault(vector::UD);
@@ -501,6 +527,9 @@ impl L2Cpu<'_> {
             return Step::Exit;
         }
         let n = size as usize;
+        if !perform {
+            return self.complete(len);
+        }
         match kind {
             AccessKind::Read => {
                 let mut b = [0u8; 8];

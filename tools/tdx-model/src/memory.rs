@@ -49,6 +49,7 @@ pub struct Memory {
     /// Per 2 MiB region: the host mapped it with one 2 MiB leaf.
     large: Vec<bool>,
     gpaw: u8,
+    generation: u64,
 }
 
 impl Memory {
@@ -76,7 +77,20 @@ impl Memory {
             pages,
             large,
             gpaw,
+            generation: 0,
         }
+    }
+
+    /// Address of the first byte of the backing store. A bare-metal emulator that
+    /// identity-maps its own memory maps GPA `g` of the TD to this address + `g`.
+    pub fn backing_address(&self) -> usize {
+        self.bytes.as_ptr() as usize
+    }
+
+    /// Counter bumped by every change to page states or attributes, so engines
+    /// that mirror attributes in page tables (NPT) know when to rebuild.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Bytes of private memory.
@@ -153,6 +167,7 @@ impl Memory {
 
     /// Splits a 2 MiB leaf into 4 KiB leaves (the host's TDH.MEM.PAGE.DEMOTE).
     pub fn demote(&mut self, gpa: u64) {
+        self.generation += 1;
         if let Some(l) = self.large.get_mut((gpa / LARGE_PAGE_SIZE) as usize) {
             *l = false;
         }
@@ -160,6 +175,7 @@ impl Memory {
 
     /// Accepts and zero-fills the pages of `[gpa, gpa+len)`.
     pub fn accept(&mut self, gpa: u64, len: u64) {
+        self.generation += 1;
         for p in gpa / PAGE_SIZE..(gpa + len) / PAGE_SIZE {
             self.pages[p as usize].state = PageState::Accepted;
         }
@@ -169,6 +185,7 @@ impl Memory {
     /// Sets the page state of `[gpa, gpa+len)` (MapGPA conversions). Removing a
     /// private page also removes its L2 aliases.
     pub fn set_state(&mut self, gpa: u64, len: u64, state: PageState) {
+        self.generation += 1;
         let last = ((gpa + len) / PAGE_SIZE).min(self.pages.len() as u64);
         for p in gpa / PAGE_SIZE..last {
             let page = &mut self.pages[p as usize];
@@ -189,6 +206,7 @@ impl Memory {
 
     /// Sets the attribute of `vm` on the 4 KiB page at `gpa`.
     pub fn set_attr(&mut self, gpa: u64, vm: L2Vm, attr: L2Attr) {
+        self.generation += 1;
         if let Some(p) = self.pages.get_mut((gpa / PAGE_SIZE) as usize) {
             p.attr[vm.index() as usize - 1] = attr.bits();
         }
