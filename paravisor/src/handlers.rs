@@ -356,6 +356,52 @@ pub struct Handlers<
 /// The default handlers: `-ENOSYS`, allow CR writes, [`MsrTable::default`], [`DefaultCpuidPolicy`].
 pub type DefaultHandlers = Handlers;
 
+impl<Hc, Cr, Ms, Cp> Handlers<Hc, Cr, Ms, Cp> {
+    /// Replaces the hypercall handler.
+    pub fn with_hypercalls<T>(self, hypercalls: T) -> Handlers<T, Cr, Ms, Cp> {
+        Handlers {
+            hypercalls,
+            cr: self.cr,
+            msr: self.msr,
+            cpuid: self.cpuid,
+            pending_interrupts: self.pending_interrupts,
+        }
+    }
+
+    /// Replaces the CR policy.
+    pub fn with_cr_policy<T>(self, cr: T) -> Handlers<Hc, T, Ms, Cp> {
+        Handlers {
+            hypercalls: self.hypercalls,
+            cr,
+            msr: self.msr,
+            cpuid: self.cpuid,
+            pending_interrupts: self.pending_interrupts,
+        }
+    }
+
+    /// Replaces the MSR policy.
+    pub fn with_msr_policy<T>(self, msr: T) -> Handlers<Hc, Cr, T, Cp> {
+        Handlers {
+            hypercalls: self.hypercalls,
+            cr: self.cr,
+            msr,
+            cpuid: self.cpuid,
+            pending_interrupts: self.pending_interrupts,
+        }
+    }
+
+    /// Replaces the CPUID policy.
+    pub fn with_cpuid_policy<T>(self, cpuid: T) -> Handlers<Hc, Cr, Ms, T> {
+        Handlers {
+            hypercalls: self.hypercalls,
+            cr: self.cr,
+            msr: self.msr,
+            cpuid,
+            pending_interrupts: self.pending_interrupts,
+        }
+    }
+}
+
 impl<Hc, Cr, Ms, Cp> ExitHandlers for Handlers<Hc, Cr, Ms, Cp>
 where
     Hc: HypercallHandler,
