@@ -223,3 +223,54 @@ fn unknown_exit_fails_closed() {
         }
     );
 }
+
+#[test]
+fn string_io_is_refused_with_ud() {
+    let mut p = fake();
+    let mut outs = exit(reason::IO_INSTRUCTION, 2);
+    // OUTSB to 0x3F8 with REP: size 1, out, string, rep.
+    outs.qualification = tdcall::vmx::IoQual {
+        size: 1,
+        is_in: false,
+        string: true,
+        rep: true,
+        immediate: false,
+        port: 0x3F8,
+    }
+    .encode();
+    p.enters.extend([(0, outs), (0, exit(reason::HLT, 1))]);
+    let mut vcpu = Vcpu::new(L2Vm::Vm1, 0x2000, Default::default(), Vec::new()).unwrap();
+    vcpu.state.rip = 0x100;
+    assert_eq!(
+        vcpu.run(&mut p, &mut DefaultHandlers::default(), 10),
+        StopReason::Halted
+    );
+    assert_eq!(
+        p.vmcalls,
+        [TdVmcall::Hlt {
+            interrupts_blocked: true
+        }],
+        "nothing forwarded"
+    );
+    assert_eq!(vcpu.state.rip, 0x101, "OUTS not skipped");
+    let info = FieldId::l2_vmcs(L2Vm::Vm1, vmcs::VM_ENTRY_INTR_INFO).0;
+    assert_eq!(p.fields[&info], InterruptionInfo::invalid_opcode().0 as u64);
+}
+
+#[test]
+fn exits_during_event_delivery_reinject_the_event() {
+    let mut p = fake();
+    let mut cpuid = exit(reason::CPUID, 2);
+    // A #PF (vector 14, error code 2) was being delivered.
+    cpuid.idt_vectoring_info = 0x8000_0B0E;
+    cpuid.idt_vectoring_error = 2;
+    p.enters.extend([(0, cpuid), (0, exit(reason::HLT, 1))]);
+    let mut vcpu = Vcpu::new(L2Vm::Vm1, 0x2000, Default::default(), Vec::new()).unwrap();
+    assert_eq!(
+        vcpu.run(&mut p, &mut DefaultHandlers::default(), 10),
+        StopReason::Halted
+    );
+    let f = |field| p.fields[&FieldId::l2_vmcs(L2Vm::Vm1, field).0];
+    assert_eq!(f(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0B0E);
+    assert_eq!(f(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE), 2);
+}
