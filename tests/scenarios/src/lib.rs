@@ -17,6 +17,8 @@ mod enter_loop;
 #[cfg(test)]
 mod ept;
 #[cfg(test)]
+mod ept_planner;
+#[cfg(test)]
 mod hlt;
 #[cfg(test)]
 mod io;

@@ -165,6 +165,7 @@ pub struct TdxModel<H: HostVmm, E: L2Engine> {
     pub(crate) notify_enables: u64,
     pub(crate) td_ctls: u64,
     pub(crate) busy: Vec<(Leaf, u32)>,
+    pub(crate) failures: Vec<(Leaf, u32, tdcall::TdxStatus)>,
     pub(crate) dead: Option<String>,
     pub(crate) stats: ModelStats,
     /// The host VMM.
@@ -210,6 +211,7 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
             notify_enables: 0,
             td_ctls: 0,
             busy: Vec::new(),
+            failures: Vec::new(),
             dead: None,
             stats: ModelStats::default(),
             host,
@@ -282,6 +284,13 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
         self.busy.push((leaf, times));
     }
 
+    /// Makes the call of `leaf` after the next `skip` ones fail with `status`
+    /// without any effect, standing in for failures the model cannot otherwise
+    /// produce (host misbehaviour, resource exhaustion). Test equipment only.
+    pub fn inject_status(&mut self, leaf: Leaf, skip: u32, status: tdcall::TdxStatus) {
+        self.failures.push((leaf, skip, status));
+    }
+
     /// Why the TD is dead, if it is.
     pub fn dead(&self) -> Option<&str> {
         self.dead.as_deref()
@@ -304,6 +313,16 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
         }
     }
 
+    fn take_failure(&mut self, leaf: Leaf) -> Option<tdcall::TdxStatus> {
+        let pos = self.failures.iter().position(|(l, _, _)| *l == leaf)?;
+        let entry = &mut self.failures[pos];
+        if entry.1 > 0 {
+            entry.1 -= 1;
+            return None;
+        }
+        Some(self.failures.remove(pos).2)
+    }
+
     fn take_busy(&mut self, leaf: Leaf) -> bool {
         if let Some(entry) = self.busy.iter_mut().find(|(l, n)| *l == leaf && *n > 0) {
             entry.1 -= 1;
@@ -321,6 +340,10 @@ impl<H: HostVmm, E: L2Engine> Tdcall for TdxModel<H, E> {
             return;
         }
         if let Some(leaf) = Leaf::from_number(regs.rax as u16) {
+            if let Some(status) = self.take_failure(leaf) {
+                regs.rax = status.0;
+                return;
+            }
             if self.take_busy(leaf) {
                 regs.rax = tdcall::TdxError::operand(
                     tdcall::StatusCode::OPERAND_BUSY,

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
 /// Packages that are `no_std` and are built for [`BARE_METAL_TARGET`].
-const NO_STD_CRATES: &[&str] = &["tdcall", "tdx-model", "paravisor"];
+const NO_STD_CRATES: &[&str] = &["tdcall", "tdx-model", "paravisor", "ept"];
 
 /// Command-line interface of `cargo xtask`.
 #[derive(Parser)]
