@@ -23,6 +23,7 @@ pub mod inject;
 pub mod insn;
 pub mod memory;
 pub mod msr_bitmap;
+pub mod pinning;
 pub mod setup;
 pub mod stats;
 pub mod vcpu;

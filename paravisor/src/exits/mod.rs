@@ -8,6 +8,7 @@
 
 pub mod cpuid;
 pub mod cr;
+pub mod desc;
 pub mod ept;
 pub mod hlt;
 pub mod io;
@@ -154,6 +155,7 @@ pub fn dispatch<P: Platform, H: ExitHandlers + ?Sized>(
         reason::IO_INSTRUCTION => io::handle(cx)?,
         reason::MSR_READ => msr::handle_read(cx, handlers.msr_policy())?,
         reason::MSR_WRITE => msr::handle_write(cx, handlers.msr_policy())?,
+        reason::GDTR_IDTR_ACCESS | reason::LDTR_TR_ACCESS => desc::handle(cx)?,
         reason::EPT_VIOLATION => {
             if cx.mmio.iter().any(|r| r.contains(cx.exit.gpa)) {
                 mmio::handle(cx)?

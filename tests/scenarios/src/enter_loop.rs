@@ -27,8 +27,9 @@ fn pending_l1_interrupt_calls_the_hook_and_re_enters() {
 }
 
 #[test]
-fn unhandled_exits_stop_the_loop() {
-    // LGDT with descriptor-table exiting on: exit 46, which the core does not handle yet.
+fn unhandled_exits_stop_the_loop_and_lgdt_is_refused() {
+    // LGDT with descriptor-table exiting on (only LOCK_REGS turns it on): #GP(0),
+    // GDTR unchanged, and the guest's fixup continues at HLT.
     let (engine, rips) = script(&[
         L2Action::LoadDescriptorTable {
             idt: false,
@@ -43,12 +44,10 @@ fn unhandled_exits_stop_the_loop() {
     let mut vcpu = boot(&mut td, &cfg);
     assert_eq!(
         run(&mut td, &mut vcpu, &mut DefaultHandlers::default()),
-        StopReason::UnhandledExit {
-            reason: reason::GDTR_IDTR_ACCESS as u32,
-            qualification: 0
-        }
+        StopReason::Halted
     );
-    assert_eq!(vcpu.state.rip, rips[0], "nothing emulated");
+    assert_eq!(td.events(), &[gp0_at(rips[0])]);
+    assert_eq!(td.vmcs(tdcall::field::vmcs::GUEST_GDTR_BASE), GDT);
 
     // TDCALL from L2 with L2_CTLS.ENABLE_TDVMCALL off: exit 77, not handled yet.
     let (engine, _) = script(&[L2Action::Tdcall, L2Action::Hlt]);

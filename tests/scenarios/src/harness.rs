@@ -76,6 +76,12 @@ impl L1Memory for Td {
     }
 }
 
+impl paravisor::pinning::SharedMsrs for Td {
+    fn read_shared_msr(&mut self, msr: u32) -> Option<u64> {
+        self.0.shared_msr(0, msr)
+    }
+}
+
 impl Td {
     /// A TD with the default configuration and `engine`.
     pub fn new(engine: ScriptedEngine) -> Self {

@@ -9,6 +9,8 @@
 mod harness;
 
 #[cfg(test)]
+mod attacks;
+#[cfg(test)]
 mod cpuid;
 #[cfg(test)]
 mod cr;

@@ -266,6 +266,23 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
             .copied()
     }
 
+    /// The value of an MSR the module shares between L1 and L2 on `vcpu`
+    /// (STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX; §2.10): what L1's
+    /// own RDMSR would return after an exit.
+    pub fn shared_msr(&self, vcpu: usize, msr: u32) -> Option<u64> {
+        if !cpu::SHARED_MSRS.contains(&msr) {
+            return None;
+        }
+        Some(
+            self.vcpus
+                .get(vcpu)?
+                .shared_msrs
+                .get(&msr)
+                .copied()
+                .unwrap_or(0),
+        )
+    }
+
     /// Marks an interrupt deliverable to L1 on the current vCPU (or clears it):
     /// TDG.VP.ENTER then returns TDX_PENDING_INTERRUPT (§2.2 check 4).
     pub fn set_l1_interrupt_pending(&mut self, pending: bool) {
