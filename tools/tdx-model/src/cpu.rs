@@ -198,6 +198,38 @@ impl L2Cpu<'_> {
         self.mem
     }
 
+    /// For real-execution engines: records guest state that L2 changed natively,
+    /// without an action the model judged (segment loads, SWAPGS/WRGSBASE,
+    /// LLDT/LTR, interruptibility, …), so that TDG.VP.RD and the next exit see
+    /// it. Only guest-state fields (encoding bits 11:10 = 2) are accepted; any
+    /// other field is refused and `false` returned.
+    pub fn set_guest_state(&mut self, field: VmcsField, value: u64) -> bool {
+        if (field.0 >> 10) & 3 != 2 {
+            return false;
+        }
+        self.vmcs
+            .insert(field.0, value & field.element_size().mask());
+        true
+    }
+
+    /// The per-vCPU value of a shared MSR (§2.10, [`SHARED_MSRS`]) as the model
+    /// holds it; `None` for other MSRs.
+    pub fn shared_msr(&self, msr: u32) -> Option<u64> {
+        SHARED_MSRS
+            .contains(&msr)
+            .then(|| self.shared_msrs.get(&msr).copied().unwrap_or(0))
+    }
+
+    /// For real-execution engines: records the value a shared MSR (§2.10) has on
+    /// the CPU (L1 and L2 both change these natively). Refuses other MSRs.
+    pub fn set_shared_msr(&mut self, msr: u32, value: u64) -> bool {
+        if !SHARED_MSRS.contains(&msr) {
+            return false;
+        }
+        self.shared_msrs.insert(msr, value);
+        true
+    }
+
     fn run_action(&mut self, action: &L2Action, len: u32, perform_access: bool) -> Step {
         self.last_value = None;
         if self.end.is_some() {
@@ -562,5 +594,47 @@ mod tests {
         assert_eq!(msr_bitmap_position(0xC000_0082, true), Some((0x182, 2)));
         assert_eq!(msr_bitmap_position(0x80B, true), Some((0x120, 11)));
         assert_eq!(msr_bitmap_position(0x4000_0000, false), None);
+    }
+
+    #[test]
+    fn native_state_sync_is_limited_to_guest_state_and_shared_msrs() {
+        let mut vmcs = BTreeMap::new();
+        let mut shared = BTreeMap::new();
+        let mut mem = Memory::new(0x20_0000, 0x20_0000, false, 48);
+        let mut host = crate::host::ScriptedHost::default();
+        let bitmap = [u64::MAX; 512];
+        let mut cpu = L2Cpu {
+            vm: L2Vm::Vm1,
+            vcpu_index: 0,
+            regs: L2Regs::default(),
+            vmcs: &mut vmcs,
+            msr_bitmap: &bitmap,
+            shared_msrs: &mut shared,
+            mem: &mut mem,
+            host: &mut host,
+            l2_ctls: 0,
+            end: None,
+            last_value: None,
+        };
+        assert!(cpu.set_guest_state(vmcs::GUEST_GS_BASE, 0xFFFF_8000_0000_1000));
+        assert_eq!(cpu.vmcs(vmcs::GUEST_GS_BASE), 0xFFFF_8000_0000_1000);
+        // 16-bit fields are truncated to their width.
+        assert!(cpu.set_guest_state(vmcs::GUEST_CS_SELECTOR, 0x1_0010));
+        assert_eq!(cpu.vmcs(vmcs::GUEST_CS_SELECTOR), 0x10);
+        // Controls and exit information are not guest state.
+        assert!(!cpu.set_guest_state(vmcs::SECONDARY_PROC_BASED_CTLS, 0));
+        assert!(!cpu.set_guest_state(vmcs::EXIT_QUALIFICATION, 0));
+        assert!(!cpu.set_guest_state(vmcs::CR0_READ_SHADOW, 0));
+        assert_eq!(cpu.shared_msr(0xC000_0082), Some(0));
+        assert!(cpu.set_shared_msr(0xC000_0082, 0xFFFF_FFFF_8100_0000));
+        assert_eq!(cpu.shared_msr(0xC000_0082), Some(0xFFFF_FFFF_8100_0000));
+        assert!(!cpu.set_shared_msr(0xC000_0080, 0));
+        assert_eq!(cpu.shared_msr(0xC000_0080), None);
+        // RDMSR of a shared MSR not intercepted by L1 reads the synced value.
+        cpu.msr_bitmap = &[0; 512];
+        cpu.regs.gprs[1] = 0xC000_0082;
+        assert_eq!(cpu.execute_decoded(&L2Action::Rdmsr, 2), Step::Completed);
+        assert_eq!(cpu.regs.gprs[0], 0x8100_0000);
+        assert_eq!(cpu.regs.gprs[2], 0xFFFF_FFFF);
     }
 }
