@@ -180,11 +180,7 @@ impl Ept {
         Ok(())
     }
 
-    /// Moves every page of `range` to `to`: checks the whole request first (no
-    /// partial policy failures), plans the fewest ATTR.WR calls, applies them,
-    /// and records the new states. On an apply error the module state is rolled
-    /// back so that no page is more permissive than before; pages whose
-    /// rollback failed are recorded as unmapped (their alias was removed).
+    /// Moves every page of `range` to `to`; see [`Ept::transition_batch`].
     pub fn transition<T: Tdcall + ?Sized>(
         &mut self,
         tdcall: &mut T,
@@ -192,23 +188,49 @@ impl Ept {
         to: PageState,
         authority: Authority,
     ) -> Result<ApplyReport, EptError> {
-        self.check(range, to, authority).map_err(EptError::Policy)?;
-        let target = self.policy.attr(to);
-        let changes: Vec<(u64, L2Attr, L2Attr)> = range
-            .pages()
-            .map(|p| (p, self.attr(p), target))
+        self.transition_batch(tdcall, &[(range, to)], authority)
+    }
+
+    /// Applies several (range, state) requests as one change (what one HEKI
+    /// PROTECT_MEMORY or VALIDATE_MODULE call asks for): checks every page of
+    /// every request first (a refused request changes nothing), plans the
+    /// fewest ATTR.WR calls for the combined result, applies them, and records
+    /// the new states. Later requests win where ranges overlap. On an apply
+    /// error the module state is rolled back so that no page is more
+    /// permissive than before; pages whose rollback failed are recorded as
+    /// unmapped (their alias was removed).
+    pub fn transition_batch<T: Tdcall + ?Sized>(
+        &mut self,
+        tdcall: &mut T,
+        requests: &[(GpaRange, PageState)],
+        authority: Authority,
+    ) -> Result<ApplyReport, EptError> {
+        let total: u64 = requests.iter().map(|(r, _)| r.len_pages()).sum();
+        if total > self.max_pages_per_request {
+            return Err(EptError::Policy(PolicyError::TooLarge));
+        }
+        let mut target: BTreeMap<u64, PageState> = BTreeMap::new();
+        for (range, to) in requests {
+            for page in range.pages() {
+                target.insert(page, *to);
+            }
+        }
+        for (page, to) in &target {
+            state::check_transition(self.phase, self.policy, self.state(*page), *to, authority)
+                .map_err(|e| EptError::Policy(e.at(*page)))?;
+        }
+        let changes: Vec<(u64, L2Attr, L2Attr)> = target
+            .iter()
+            .map(|(p, to)| (*p, self.attr(*p), self.policy.attr(*to)))
             .filter(|(_, old, new)| old != new)
             .collect();
-        let plan = plan::plan(self.vm, &changes, |gpa| {
-            if range.start <= gpa && gpa < range.end {
-                target
-            } else {
-                self.attr(gpa)
-            }
+        let plan = plan::plan(self.vm, &changes, |gpa| match target.get(&gpa) {
+            Some(to) => self.policy.attr(*to),
+            None => self.attr(gpa),
         });
         match apply::apply(tdcall, self.vm, &plan, &changes) {
             Ok(report) => {
-                for page in range.pages() {
+                for (page, to) in target {
                     self.set(page, to);
                 }
                 Ok(report)
