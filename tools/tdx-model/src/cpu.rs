@@ -146,6 +146,16 @@ impl L2Cpu<'_> {
         self.end = Some(RunEnd::ToL1(info));
     }
 
+    /// For real-execution engines: ends the run with an L2→L1 exit for an
+    /// instruction that §4 always routes to L1 but that has no [`L2Action`]
+    /// (string I/O, XSETBV, …). The engine supplies the qualification and the
+    /// instruction length; RIP is not advanced.
+    pub fn exit_to_l1(&mut self, basic: u16, qualification: u64, length: u32) {
+        if self.end.is_none() {
+            self.exit(basic, qualification, length);
+        }
+    }
+
     fn exit_info(&self, basic: u16, qualification: u64, length: u32, cpl: u8) -> L2ExitInfo {
         let cs_ar = self.vmcs(vmcs::GUEST_CS_AR);
         L2ExitInfo {
@@ -636,5 +646,24 @@ mod tests {
         assert_eq!(cpu.execute_decoded(&L2Action::Rdmsr, 2), Step::Completed);
         assert_eq!(cpu.regs.gprs[0], 0x8100_0000);
         assert_eq!(cpu.regs.gprs[2], 0xFFFF_FFFF);
+        // An exit the engine decodes itself (OUTSB to port 0x3F8, length 1).
+        let q = IoQual {
+            size: 1,
+            is_in: false,
+            string: true,
+            rep: false,
+            immediate: false,
+            port: 0x3F8,
+        };
+        cpu.exit_to_l1(reason::IO_INSTRUCTION, q.encode(), 1);
+        let Some(RunEnd::ToL1(info)) = cpu.end else {
+            panic!("no exit")
+        };
+        assert_eq!(info.reason, reason::IO_INSTRUCTION as u32);
+        assert_eq!(info.qualification, q.encode());
+        assert_eq!(info.instruction_length, 1);
+        // The first exit stands.
+        cpu.exit_to_l1(reason::HLT, 0, 1);
+        assert_eq!(cpu.end, Some(RunEnd::ToL1(info)));
     }
 }
