@@ -1,0 +1,269 @@
+//! The boot sequence after long mode, generic over the platform so it runs
+//! against the TDX-module model in `cargo test` exactly as on bare metal
+//! (tdx-abi.md §5.8).
+
+use core::fmt;
+
+use paravisor::{
+    setup_l2_vm, DefaultHandlers, MemoryError, Platform, SetupError, StopReason, Vcpu,
+};
+use tdcall::field::td;
+use tdcall::leaves::{TdInfo, VmRd, VpInfo, VpVmcall};
+use tdcall::vmcall::{AccessSize, TdVmcall};
+use tdcall::{L2Vm, Tdcall, TdxError};
+
+use crate::bootinfo::{self, BootInfoError, L1Image, L2Layout, BOOT_INFO_GPA, BOOT_INFO_SIZE};
+use crate::checks::{self, Tally};
+use crate::l2::{self, ProbeHypercalls};
+use crate::memory::{self, MemError};
+
+/// QEMU `isa-debug-exit`: a write of `v` ends the run with status `(v << 1) | 1`.
+pub const DEBUG_EXIT_PORT: u16 = 0xF4;
+/// The value L1 writes when the L2 loop stopped without L2 ending the run.
+pub const EXIT_LOOP_STOPPED: u8 = 0x7D;
+/// Cap on TDG.VP.ENTER calls of one run.
+pub const MAX_ENTRIES: u64 = 10_000_000;
+
+/// L1 pages the L2 VM needs, inside L1's image and never aliased to L2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L1Pages {
+    /// 4 KiB aligned virtual-APIC page of L2 VM #1 on this vCPU (§2.2).
+    pub vapic_gpa: u64,
+    /// 256-byte aligned TDG.VP.ENTER guest-state buffer (§2.2).
+    pub guest_state_gpa: u64,
+}
+
+/// Why boot stopped before L2 ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootError {
+    /// TDG.VP.INFO failed.
+    VpInfo(TdxError),
+    /// This is not vCPU 0.
+    NotBsp(u32),
+    /// TDG.VM.RD NUM_L2_VMS failed.
+    VmRd(TdxError),
+    /// The TD has no L2 VM.
+    NoL2Vm,
+    /// The vAPIC page or guest-state buffer is outside L1's image or misaligned.
+    L1Pages(u64),
+    /// The BootInfo page could not be read.
+    ReadBootInfo(MemoryError),
+    /// The BootInfo page is invalid.
+    BootInfo(BootInfoError),
+    /// Accepting the L2 region failed.
+    Accept(MemError),
+    /// Writing L2's page tables failed.
+    Tables(MemoryError),
+    /// Aliasing the L2 region failed.
+    Alias(MemError),
+    /// `setup_l2_vm` failed.
+    Setup(SetupError),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::VpInfo(e) => write!(f, "TDG.VP.INFO: {e}"),
+            BootError::NotBsp(i) => write!(f, "vCPU {i} is not the BSP"),
+            BootError::VmRd(e) => write!(f, "TDG.VM.RD NUM_L2_VMS: {e}"),
+            BootError::NoL2Vm => f.write_str("the TD has no L2 VM (NUM_L2_VMS = 0)"),
+            BootError::L1Pages(gpa) => write!(f, "L1 page {gpa:#x} misplaced"),
+            BootError::ReadBootInfo(e) => write!(f, "reading BootInfo: {e}"),
+            BootError::BootInfo(e) => write!(f, "{e}"),
+            BootError::Accept(e) => write!(f, "accepting L2: {e}"),
+            BootError::Tables(e) => write!(f, "L2 page tables: {e}"),
+            BootError::Alias(e) => write!(f, "aliasing L2: {e}"),
+            BootError::Setup(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A booted L2 VM, ready to run.
+#[derive(Debug)]
+pub struct Booted {
+    /// TDG.VP.INFO.
+    pub info: TdInfo,
+    /// The L2 region.
+    pub layout: L2Layout,
+    /// The L2 vCPU with its initial registers.
+    pub vcpu: Vcpu,
+    /// Self-check counts.
+    pub tally: Tally,
+}
+
+fn inside(l1: &L1Image, gpa: u64, len: u64, align: u64) -> bool {
+    gpa.is_multiple_of(align) && gpa >= l1.start && gpa.saturating_add(len) <= l1.end
+}
+
+/// Everything between long mode and the first TDG.VP.ENTER: [`identify`] then
+/// [`prepare_l2`]. (The bare-metal binary calls the two itself, to widen its
+/// memory window to the L2 region in between.)
+pub fn boot<P: Platform>(p: &mut P, l1: &L1Image, pages: L1Pages) -> Result<Booted, BootError> {
+    let (info, layout) = identify(p, l1, pages)?;
+    prepare_l2(p, info, layout, pages)
+}
+
+/// TDG.VP.INFO (BSP only), TDG.VM.RD NUM_L2_VMS, and the validated BootInfo page.
+pub fn identify<P: Platform>(
+    p: &mut P,
+    l1: &L1Image,
+    pages: L1Pages,
+) -> Result<(TdInfo, L2Layout), BootError> {
+    let info = tdcall::call(p, &VpInfo).map_err(BootError::VpInfo)?;
+    log::info!(
+        "TD: GPAW {}, shared bit {:#x}, vCPUs {} (max {}), this vCPU {}, attributes {:#x}",
+        info.gpaw,
+        info.shared_bit(),
+        info.num_vcpus,
+        info.max_vcpus,
+        info.vcpu_index,
+        info.attributes
+    );
+    if info.vcpu_index != 0 {
+        return Err(BootError::NotBsp(info.vcpu_index));
+    }
+    let num_l2 = tdcall::call(
+        p,
+        &VmRd {
+            field: td::NUM_L2_VMS,
+            version: 0,
+        },
+    )
+    .map_err(BootError::VmRd)?
+    .value;
+    log::info!("TD: {num_l2} L2 VM(s)");
+    if num_l2 == 0 {
+        return Err(BootError::NoL2Vm);
+    }
+    if !inside(l1, pages.vapic_gpa, 0x1000, 0x1000) {
+        return Err(BootError::L1Pages(pages.vapic_gpa));
+    }
+    if !inside(l1, pages.guest_state_gpa, 256, 256) {
+        return Err(BootError::L1Pages(pages.guest_state_gpa));
+    }
+
+    let mut raw = [0u8; BOOT_INFO_SIZE];
+    p.read(BOOT_INFO_GPA, &mut raw)
+        .map_err(BootError::ReadBootInfo)?;
+    let bi = bootinfo::decode(&raw).map_err(BootError::BootInfo)?;
+    log::info!(
+        "BootInfo: {} vCPU(s), {} MiB, L2 {:#x}+{:#x} entry {:#x} image end {:#x}",
+        bi.num_vcpus,
+        bi.td_memory_bytes >> 20,
+        bi.l2_base,
+        bi.l2_size,
+        bi.l2_entry,
+        bi.l2_image_end
+    );
+    let layout = bootinfo::validate(&bi, l1).map_err(BootError::BootInfo)?;
+    Ok((info, layout))
+}
+
+/// Accepts the L2 region, writes L2's tables, aliases the region to VM #1,
+/// runs the self-checks and sets the VM up.
+pub fn prepare_l2<P: Platform>(
+    p: &mut P,
+    info: TdInfo,
+    layout: L2Layout,
+    pages: L1Pages,
+) -> Result<Booted, BootError> {
+    let vm = L2Vm::Vm1;
+    let acc = memory::accept_range(p, layout.base, layout.end()).map_err(BootError::Accept)?;
+    log::info!(
+        "accepted L2 region {:#x}..{:#x}: {} x 2M, {} x 4K new, {} x 4K already accepted ({} 2M fallbacks)",
+        layout.base,
+        layout.end(),
+        acc.accepted_2m,
+        acc.accepted_4k,
+        acc.already_4k,
+        acc.fallbacks
+    );
+    l2::write_l2_tables(p, &layout).map_err(BootError::Tables)?;
+    let alias = memory::alias_l2_region(p, vm, &layout).map_err(BootError::Alias)?;
+    log::info!(
+        "aliased L2 region to VM {}: {} x 2M + {} x 4K ATTR.WR, RO test page {:#x} R|Xu",
+        vm.index(),
+        alias.writes_2m,
+        alias.writes_4k,
+        layout.ro_page
+    );
+
+    let mut tally = Tally::default();
+    checks::before_setup(
+        p,
+        vm,
+        pages.guest_state_gpa,
+        info.shared_bit(),
+        layout.ro_page,
+        &mut tally,
+    );
+    checks::after_alias(p, vm, &layout, pages.vapic_gpa, &mut tally);
+    log::info!(
+        "self-checks: {} passed, {} failed",
+        tally.passed,
+        tally.failed
+    );
+
+    let config = l2::l2_config(&layout, pages.vapic_gpa, pages.guest_state_gpa);
+    let mut vcpu = setup_l2_vm(p, &config).map_err(BootError::Setup)?;
+    for (reg, value) in l2::initial_gprs(&layout) {
+        vcpu.state.gprs[reg] = value;
+    }
+    Ok(Booted {
+        info,
+        layout,
+        vcpu,
+        tally,
+    })
+}
+
+/// Runs L2 with the default handlers plus the probe echo until the loop stops.
+pub fn run<P: Platform>(p: &mut P, booted: &mut Booted) -> (StopReason, ProbeHypercalls) {
+    let l = &booted.layout;
+    log::info!(
+        "entering L2 at {:#x} (RSP {:#x}, RDI {:#x}, RSI {:#x}, CR3 {:#x})",
+        l.entry,
+        l.stack_top,
+        l.base,
+        l.size,
+        l.pml4
+    );
+    let mut handlers = DefaultHandlers::default().with_hypercalls(ProbeHypercalls::default());
+    let stop = booted.vcpu.run(p, &mut handlers, MAX_ENTRIES);
+    log::info!("L2 loop stopped: {stop}");
+    log_stats(&booted.vcpu);
+    (stop, handlers.hypercalls)
+}
+
+/// Logs the exit counters of `vcpu`.
+pub fn log_stats(vcpu: &Vcpu) {
+    let s = &vcpu.stats;
+    log::info!(
+        "L2 stats: {} entries, {} exits, {} injected, host-routed {}/{}, pending-interrupt {}",
+        s.entries,
+        s.total_exits(),
+        s.injected,
+        s.host_routed_async,
+        s.host_routed_tdvmcall,
+        s.pending_interrupt
+    );
+    let mut line = alloc::string::String::new();
+    for (reason, n) in s.by_reason.iter().enumerate().filter(|(_, n)| **n != 0) {
+        line += &alloc::format!(" {reason}:{n}");
+    }
+    log::info!("L2 exits by reason:{line}");
+}
+
+/// Writes `value` to the debug-exit port through TDG.VP.VMCALL Instruction.IO.
+/// Under the emulator this ends the run; it returns only if the host ignores it.
+pub fn debug_exit<T: Tdcall + ?Sized>(t: &mut T, value: u8) -> Result<(), TdxError> {
+    tdcall::call(
+        t,
+        &VpVmcall(TdVmcall::IoWrite {
+            size: AccessSize::B1,
+            port: DEBUG_EXIT_PORT,
+            value: value as u32,
+        }),
+    )
+    .map(|_| ())
+}
