@@ -18,6 +18,7 @@ core::arch::global_asm!(
     .globl probe_start
 probe_start:
     cli
+    movq %rsp, %rdx
     andq $-16, %rsp
     xorl %ebp, %ebp
     call probe_main
@@ -81,7 +82,7 @@ static FAULT_ERROR: AtomicU64 = AtomicU64::new(0);
 static FAULT_RIP: AtomicU64 = AtomicU64::new(0);
 
 /// A fault the handler fixed up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     /// Exception vector.
     pub vector: u64,
@@ -89,6 +90,16 @@ pub struct Fault {
     pub error_code: u64,
     /// RIP at the fault.
     pub rip: u64,
+}
+
+impl core::fmt::Debug for Fault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "vector {} error {:#x} at RIP {:#x}",
+            self.vector, self.error_code, self.rip
+        )
+    }
 }
 
 fn arm() {
@@ -332,6 +343,16 @@ pub fn load_tables() {
         idt.write(table);
         core::arch::asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags));
     }
+}
+
+/// CR3 (L2 reads it without an exit).
+pub fn read_cr3() -> u64 {
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags));
+    }
+    cr3
 }
 
 /// Stops: interrupts off and HLT (the paravisor ends the run on HLT with IF = 0).

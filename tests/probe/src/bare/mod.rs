@@ -12,6 +12,8 @@
 //!   (`l2_base + 0x1F_0000`, R|Xu) reads, a write gets #GP(0) and leaves the
 //!   byte unchanged, and a supervisor fetch from it gets #GP(0) (MBEC: no Xs).
 //!
+//! * Entry state: RDI/RSI/RSP and CR3 as the contract says.
+//!
 //! It ends with `probe: done, N passed, M failed` and writes M to port 0xF4.
 
 mod cpu;
@@ -33,6 +35,8 @@ const UNKNOWN_ID: u64 = 0x7777;
 const ENOSYS: u64 = -38i64 as u64;
 /// Offset of the RO test page in the L2 region.
 const RO_TEST_PAGE_OFFSET: u64 = 0x1F_0000;
+/// The last 64 KiB of the region: L2 page tables; the stack starts below.
+const TAIL_SIZE: u64 = 0x1_0000;
 /// A page the probe may scribble on (inside the region, not the image).
 const SCRATCH_PAGE_OFFSET: u64 = 0x1E_0000;
 /// IA32_APIC_BASE and the value the paravisor emulates.
@@ -213,14 +217,34 @@ fn memory_checks(l2_base: u64) {
     );
 }
 
-/// Called by `probe_start` with RDI = L2 base and RSI = L2 size.
-#[no_mangle]
-extern "C" fn probe_main(l2_base: u64, l2_size: u64) -> ! {
-    cpu::load_tables();
-    say!(
-        "hello from L2: region {l2_base:#x}+{l2_size:#x}, RSP near {:#x}",
-        &raw const l2_base as u64
+/// The entry state the contract promises: RDI/RSI describe a 2 MiB-aligned
+/// region that holds this image, RSP and CR3 are the region's top minus 64 KiB
+/// (stack below, page tables above).
+fn entry_checks(l2_base: u64, l2_size: u64, entry_rsp: u64) {
+    let image = probe_main as *const () as u64;
+    let tail = l2_base.wrapping_add(l2_size).wrapping_sub(TAIL_SIZE);
+    check(
+        "entry_registers",
+        l2_base.is_multiple_of(1 << 21)
+            && l2_size.is_multiple_of(1 << 21)
+            && (l2_base..l2_base + l2_size).contains(&image)
+            && entry_rsp == tail,
+        format_args!("RDI {l2_base:#x} RSI {l2_size:#x} RSP {entry_rsp:#x}"),
     );
+    let cr3 = cpu::read_cr3();
+    check(
+        "entry_paging",
+        cr3 & !0xFFF == tail,
+        format_args!("CR3 {cr3:#x}, expected {tail:#x}"),
+    );
+}
+
+/// Called by `probe_start` with RDI = L2 base, RSI = L2 size and RDX = RSP at entry.
+#[no_mangle]
+extern "C" fn probe_main(l2_base: u64, l2_size: u64, entry_rsp: u64) -> ! {
+    cpu::load_tables();
+    say!("hello from L2: region {l2_base:#x}+{l2_size:#x}, RSP {entry_rsp:#x}");
+    entry_checks(l2_base, l2_size, entry_rsp);
     cpuid_checks();
     msr_checks();
     vmcall_checks();
