@@ -1,0 +1,32 @@
+//! The emulator's own IDT: any exception in the emulator is a bug; report it
+//! and end the run instead of triple-faulting silently.
+
+use crate::arch;
+use crate::emu_println;
+use alloc::boxed::Box;
+
+/// Installs gates for vectors 0–31 (64-bit interrupt gates, CS 0x08).
+pub fn init() {
+    let isrs = arch::isr_addresses();
+    let table: &'static mut [u64; 64] = Box::leak(Box::new([0u64; 64]));
+    for (v, &addr) in isrs.iter().enumerate() {
+        table[2 * v] =
+            (addr & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((addr >> 16) & 0xFFFF) << 48;
+        table[2 * v + 1] = addr >> 32;
+    }
+    arch::lidt(table.as_ptr() as u64, (64 * 8 - 1) as u16);
+}
+
+/// Called by the stubs in `boot.rs` with `[vector, error, rip, cs, rflags, rsp, ss]`.
+#[no_mangle]
+extern "C" fn emulator_exception(frame: &[u64; 7]) -> ! {
+    emu_println!(
+        "FATAL: emulator exception {} error {:#x} at RIP {:#x} (RSP {:#x}, CR2 {:#x})",
+        frame[0],
+        frame[1],
+        frame[2],
+        frame[5],
+        arch::read_cr2()
+    );
+    crate::finish(crate::EXIT_EMULATOR_BUG)
+}

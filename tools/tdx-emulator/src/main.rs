@@ -1,0 +1,204 @@
+//! tdx-emulator: a bare-metal SVM hypervisor that plays the Intel TDX module
+//! (through the `tdx-model` crate) and the host VMM for the lvbs-tdx paravisor.
+//!
+//! QEMU boots it with `-kernel` (PVH entry) and passes the TD image (an
+//! `lvbs_loader::TdImage`: paravisor ELF + L2 guest ELF) as `-initrd`. It lays
+//! out the TD per `docs/emulator-contract.md`, computes MRTD, and runs the
+//! paravisor as an SVM guest; TDCALL arrives as #UD. L2 runs as a second SVM
+//! guest through [`engine::SvmEngine`]. See `docs/emulator.md`.
+//!
+//! On a hosted target this program only says that it runs on bare metal.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code))]
+
+extern crate alloc;
+
+mod decode;
+mod npt;
+mod page;
+mod vmcb;
+mod walk;
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod engine;
+#[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
+mod host;
+#[cfg(target_os = "none")]
+mod hpet;
+#[cfg(target_os = "none")]
+mod idt;
+#[cfg(target_os = "none")]
+mod l1;
+#[cfg(target_os = "none")]
+mod phys;
+#[cfg(target_os = "none")]
+mod pvh;
+#[cfg(target_os = "none")]
+mod serial;
+#[cfg(target_os = "none")]
+mod stats;
+#[cfg(target_os = "none")]
+mod svm;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "tdx-emulator: this program runs on bare metal (x86_64-unknown-none under QEMU); \
+         use `cargo xtask run`"
+    );
+    std::process::exit(2);
+}
+
+/// Debug-exit value for an internal emulator error (panic, exception, gap).
+pub const EXIT_EMULATOR_BUG: u32 = 0x7D;
+
+/// Prints the statistics and ends the run: QEMU exits with `(code << 1) | 1`.
+#[cfg(target_os = "none")]
+pub fn finish(code: u32) -> ! {
+    stats::print();
+    arch::port_out(lvbs_loader::layout::DEBUG_EXIT_PORT, 4, code);
+    arch::halt_forever()
+}
+
+#[cfg(target_os = "none")]
+mod bare {
+    use crate::l1::{Iopm, L1};
+    use crate::{emu_println, engine, heap, host, hpet, idt, pvh, serial, stats, svm, vmcb};
+    use alloc::boxed::Box;
+    use lvbs_loader::layout::{PAGE_SIZE, TD_MEMORY_BYTES};
+    use lvbs_loader::{TdImage, TdLayout};
+    use tdx_model::measure::MrtdBuilder;
+    use tdx_model::{TdConfig, TdxModel};
+
+    extern "C" {
+        static __image_end: u8;
+    }
+
+    static LOGGER: serial::Logger = serial::Logger;
+
+    const MIB: u64 = 1 << 20;
+    /// The heap must hold the TD's 64 MiB, page metadata, NPTs and the image.
+    const MIN_HEAP: u64 = 160 * MIB;
+
+    fn fatal(msg: &str) -> ! {
+        emu_println!("FATAL: {msg}");
+        crate::finish(crate::EXIT_EMULATOR_BUG)
+    }
+
+    /// Usable RAM above the emulator image and below the TD image.
+    fn heap_range(si: &pvh::StartInfo) -> Option<(u64, u64)> {
+        let image_end = core::ptr::addr_of!(__image_end) as u64;
+        let start = (image_end.max(4 * MIB) + 2 * MIB - 1) & !(2 * MIB - 1);
+        let ram = si
+            .memmap()
+            .iter()
+            .filter(|r| r.kind == 1)
+            .find(|r| r.addr <= start && start < r.addr + r.size)?;
+        let mut end = (ram.addr + ram.size).min(0x1_0000_0000);
+        for m in si.modules() {
+            if m.paddr >= start && m.paddr < end {
+                end = m.paddr;
+            }
+            if m.paddr < start && m.paddr + m.size > start {
+                return None;
+            }
+        }
+        let end = end & !(PAGE_SIZE - 1);
+        (end > start + MIN_HEAP).then_some((start, end))
+    }
+
+    #[no_mangle]
+    extern "C" fn emulator_main(start_info: u64) -> ! {
+        serial::init();
+        hpet::init();
+        emu_println!("tdx-emulator: SVM-based TDX module emulator (lvbs-tdx)");
+        let si = pvh::parse(start_info).unwrap_or_else(|e| fatal(e));
+        let Some((heap_start, heap_end)) = heap_range(&si) else {
+            fatal("no usable RAM for the heap (run QEMU with -m 1G)")
+        };
+        heap::init(heap_start, heap_end);
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(log::LevelFilter::Warn);
+        idt::init();
+        emu_println!(
+            "heap {:#x}..{:#x} ({} MiB)",
+            heap_start,
+            heap_end,
+            (heap_end - heap_start) / MIB
+        );
+        let Some(module) = si.modules().first() else {
+            fatal("no TD image: pass it with -initrd")
+        };
+        let Some(image) = crate::phys::copy_boot_data(module.paddr, module.size as usize) else {
+            fatal("the TD image lies outside RAM")
+        };
+        let image = TdImage::parse(&image).unwrap_or_else(|e| {
+            emu_println!("bad TD image: {e:?}");
+            fatal("bad TD image")
+        });
+        let layout = TdLayout::from_image(&image).unwrap_or_else(|e| {
+            emu_println!("TD image cannot be laid out: {e:?}");
+            fatal("bad TD image")
+        });
+        svm::init().unwrap_or_else(|e| fatal(e));
+
+        // MRTD over the added pages in ascending GPA order (contract).
+        let pages = layout.added_pages();
+        let mut page = Box::new([0u8; PAGE_SIZE as usize]);
+        let mut mrtd = MrtdBuilder::new();
+        for &gpa in &pages {
+            layout.fill_page(gpa, &mut page);
+            mrtd.add_measured_page(gpa, &page);
+        }
+        let mrtd = mrtd.finish();
+
+        let mut config = TdConfig::new(TD_MEMORY_BYTES);
+        config.num_vcpus = 1;
+        config.num_l2_vms = 1;
+        config.gpaw = 48;
+        config.mbec_supported = true;
+        config.accepted_bytes = layout.accepted_bytes();
+        config.mrtd = mrtd;
+
+        let l1_vmcb: &'static vmcb::Vmcb = Box::leak(Box::new(vmcb::Vmcb::new()));
+        let iopm: &'static Iopm = Box::leak(Iopm::ones());
+        let engine = engine::SvmEngine::new(l1_vmcb, iopm);
+        let mut model = TdxModel::new(config, host::QemuHost::default(), engine);
+        for &gpa in &pages {
+            layout.fill_page(gpa, &mut page);
+            if model.write_memory(gpa, &page[..]).is_err() {
+                fatal("cannot write an initial TD page");
+            }
+        }
+        stats::with(|s| {
+            s.mrtd = mrtd;
+            s.start_ns = hpet::now_ns();
+        });
+        emu_println!(
+            "TD: {} MiB private memory at host {:#x}, {} pages added ({} KiB accepted), paravisor entry {:#x}, L2 entry {:#x}, L2 image end {:#x}, heap used {} KiB",
+            TD_MEMORY_BYTES / MIB,
+            model.memory().backing_address(),
+            pages.len(),
+            layout.accepted_bytes() / 1024,
+            layout.paravisor.entry,
+            layout.boot_info.l2_entry,
+            layout.boot_info.l2_image_end,
+            heap::used() / 1024
+        );
+        let l1 = L1::new(l1_vmcb, iopm, layout.paravisor.entry);
+        drop(image);
+        l1.run(&mut model)
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        emu_println!("PANIC: {info}");
+        crate::finish(crate::EXIT_EMULATOR_BUG)
+    }
+}
