@@ -1,8 +1,15 @@
 //! Developer task runner for the workspace, invoked as `cargo xtask <command>`.
 //!
-//! - `cargo xtask test`: formatting, clippy, host tests, then a bare-metal
-//!   build of every `no_std` crate.
-//! - `cargo xtask run`: placeholder for the bare-metal emulator.
+//! - `cargo xtask test`: formatting, clippy (host and bare-metal target), host
+//!   tests, a bare-metal build of every `no_std` crate, then the emulator run
+//!   (`emulator-test`).
+//! - `cargo xtask run [--guest <elf>] [--paravisor <elf>] [--timeout <s>]`:
+//!   builds the emulator, the paravisor and the probe, packs the TD image and
+//!   boots it under QEMU (see [`run`]).
+//! - `cargo xtask emulator-test`: `run` with the default images, which must
+//!   report at least one check and no failures.
+
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,7 +21,11 @@ use clap::{Parser, Subcommand};
 const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
 /// Packages that are `no_std` and are built for [`BARE_METAL_TARGET`].
-const NO_STD_CRATES: &[&str] = &["tdcall", "tdx-model", "paravisor", "ept"];
+const NO_STD_CRATES: &[&str] = &["tdcall", "tdx-model", "paravisor", "ept", "lvbs-loader"];
+
+/// Bare-metal programs: clippy runs on them for [`BARE_METAL_TARGET`] too
+/// (on the host they compile to a stub `main`).
+const BARE_METAL_BINS: &[&str] = &["tdx-emulator", "paravisor-boot", "lvbs-probe"];
 
 /// Command-line interface of `cargo xtask`.
 #[derive(Parser)]
@@ -28,13 +39,15 @@ struct Cli {
 /// The tasks `cargo xtask` knows.
 #[derive(Subcommand)]
 enum Task {
-    /// Run fmt check, clippy, host tests and the bare-metal build.
+    /// Run fmt check, clippy, host tests, the bare-metal build and the emulator test.
     Test,
-    /// Boot the paravisor and demo guest in the emulator (not built yet).
-    Run {
-        /// Arguments reserved for the future emulator; ignored for now.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+    /// Boot the paravisor and an L2 guest in the SVM-based TDX emulator under QEMU.
+    Run(run::RunArgs),
+    /// `run` with the default paravisor and probe; fails unless checks ran and all passed.
+    EmulatorTest {
+        /// Seconds before QEMU is killed.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
 }
 
@@ -54,13 +67,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Task::Run { args: _ } => {
-            eprintln!(
-                "xtask: the SVM-based TDX emulator (which boots the paravisor and the demo \
-                 guest under QEMU) is not built yet; it is tracked in the emulator issue.\n\
-                 xtask: the scripted-engine scenarios run with `cargo xtask test`."
-            );
-            ExitCode::from(2)
+        Task::Run(args) => report(run::run(&args, false)),
+        Task::EmulatorTest { timeout } => report(run::emulator_test(timeout)),
+    }
+}
+
+fn report(r: Result<(), Failure>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("xtask: FAILED: {msg}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -90,7 +107,12 @@ fn test() -> Result<(), Failure> {
     for krate in NO_STD_CRATES {
         build.extend(["-p", krate]);
     }
-    let steps: [Vec<&str>; 4] = [
+    let mut bare_clippy = vec!["clippy", "--target", BARE_METAL_TARGET];
+    for krate in NO_STD_CRATES.iter().chain(BARE_METAL_BINS) {
+        bare_clippy.extend(["-p", krate]);
+    }
+    bare_clippy.extend(["--", "-D", "warnings"]);
+    let steps: [Vec<&str>; 5] = [
         vec!["fmt", "--all", "--", "--check"],
         vec![
             "clippy",
@@ -100,12 +122,14 @@ fn test() -> Result<(), Failure> {
             "-D",
             "warnings",
         ],
+        bare_clippy,
         vec!["test", "--workspace"],
         build,
     ];
+    let total = steps.len() + 1;
 
     for (i, args) in steps.iter().enumerate() {
-        let label = format!("[{}/{}] cargo {}", i + 1, steps.len(), args.join(" "));
+        let label = format!("[{}/{total}] cargo {}", i + 1, args.join(" "));
         eprintln!("xtask: {label}");
         let start = Instant::now();
         let status = Command::new(&cargo)
@@ -118,7 +142,12 @@ fn test() -> Result<(), Failure> {
             return Err(Failure(format!("{label} exited with {status}")));
         }
     }
-    Ok(())
+    let label = format!("[{total}/{total}] xtask emulator-test");
+    eprintln!("xtask: {label}");
+    let start = Instant::now();
+    let result = run::emulator_test_in_suite(60);
+    eprintln!("xtask: {label} took {:.1}s", start.elapsed().as_secs_f64());
+    result
 }
 
 /// Fails with install instructions unless [`BARE_METAL_TARGET`] is installed.

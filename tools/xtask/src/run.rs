@@ -1,0 +1,404 @@
+//! `cargo xtask run` and `cargo xtask emulator-test`: build the SVM-based TDX
+//! emulator, the paravisor and the probe for the bare-metal target, pack the TD
+//! image (`lvbs_loader::TdImage`), and boot it under QEMU TCG with a timeout,
+//! streaming the console and counting `check … PASS/FAIL` lines.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use lvbs_loader::layout::PAGE_SIZE;
+use lvbs_loader::{ImageKind, TdImage, TdImageBuilder, TdLayout};
+use tdx_model::measure::MrtdBuilder;
+
+use crate::{cargo_bin, check_target_installed, workspace_root, Failure, BARE_METAL_TARGET};
+
+/// The QEMU binary.
+const QEMU: &str = "qemu-system-x86_64";
+/// The install script (QEMU 10 from bookworm-backports, env-probe §6).
+const INSTALL_SCRIPT: &str = ".ci/install-qemu";
+/// Emulator line that starts the statistics block.
+const STATS_START: &str = "emu: ==== statistics ====";
+
+/// Options of `cargo xtask run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// L2 guest ELF, linked at 0x0100_0000 (default: the probe, `-p lvbs-probe`).
+    #[arg(long)]
+    pub guest: Option<PathBuf>,
+    /// Seconds before QEMU is killed.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Paravisor ELF (default: `-p paravisor-boot`).
+    #[arg(long)]
+    pub paravisor: Option<PathBuf>,
+}
+
+/// `emulator-test`: the default run must report checks, all passing.
+pub fn emulator_test(timeout: u64) -> Result<(), Failure> {
+    let args = RunArgs {
+        guest: None,
+        timeout,
+        paravisor: None,
+    };
+    run(&args, true)
+}
+
+/// `emulator-test` as the last step of `cargo xtask test`: skipped (with a
+/// message) only when QEMU is missing and cannot be installed outside CI.
+pub fn emulator_test_in_suite(timeout: u64) -> Result<(), Failure> {
+    if let Err(Failure(why)) = ensure_qemu() {
+        if std::env::var_os("CI").is_some() {
+            return Err(Failure(format!("CI must run the emulator test: {why}")));
+        }
+        eprintln!("xtask: SKIPPED the emulator test: {why}");
+        return Ok(());
+    }
+    emulator_test(timeout)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn qemu_version() -> Option<String> {
+    let out = Command::new(QEMU).arg("--version").output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+}
+
+/// Finds QEMU; as root, installs it with [`INSTALL_SCRIPT`] when missing.
+fn ensure_qemu() -> Result<(), Failure> {
+    if qemu_version().is_some() {
+        return Ok(());
+    }
+    let root = workspace_root();
+    let command = format!("bash {}", root.join(INSTALL_SCRIPT).display());
+    if !is_root() {
+        return Err(Failure(format!(
+            "`{QEMU}` is not installed; install QEMU 10 as root with `sudo {command}`"
+        )));
+    }
+    eprintln!("xtask: `{QEMU}` is missing; installing QEMU 10 with `{command}`");
+    let status = Command::new("bash")
+        .arg(root.join(INSTALL_SCRIPT))
+        .current_dir(&root)
+        .status()
+        .map_err(|e| Failure(format!("could not run `{command}`: {e}")))?;
+    if !status.success() || qemu_version().is_none() {
+        return Err(Failure(format!(
+            "`{command}` exited with {status} and `{QEMU}` is still missing"
+        )));
+    }
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path)
+        .map_err(|e| Failure(format!("cannot read the {what} {}: {e}", path.display())))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A `check <name>: PASS…` or `check <name>: FAIL…` line: `Some(true/false)`.
+pub fn check_verdict(line: &str) -> Option<bool> {
+    let rest = &line[line.find("check ")? + 6..];
+    let (name, verdict) = rest.split_once(": ")?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return None;
+    }
+    if verdict.starts_with("PASS") {
+        Some(true)
+    } else if verdict.starts_with("FAIL") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// What the QEMU exit status means (`isa-debug-exit`: `(v << 1) | 1`).
+fn describe_status(code: i32) -> String {
+    if code & 1 == 0 {
+        return format!("QEMU exited with status {code} without a debug-exit write");
+    }
+    let v = code >> 1;
+    let what = match v {
+        0 => "success",
+        0x7F => "ReportFatalError or a TD the model killed",
+        0x7E => "an L1 bug caught by the emulator (HLT, port I/O, MSR, bad memory access in L1)",
+        0x7D => "an internal emulator error",
+        _ => "the TD's own failure value",
+    };
+    format!("debug-exit value {v:#x} ({what}), QEMU status {code}")
+}
+
+/// Builds, packs and boots; `require_checks` demands at least one check line.
+pub fn run(args: &RunArgs, require_checks: bool) -> Result<(), Failure> {
+    let root = workspace_root();
+    check_target_installed()?;
+    ensure_qemu()?;
+    let qemu = qemu_version().unwrap_or_default();
+
+    let mut build = vec![
+        "build",
+        "--release",
+        "--target",
+        BARE_METAL_TARGET,
+        "-p",
+        "tdx-emulator",
+    ];
+    if args.paravisor.is_none() {
+        build.extend(["-p", "paravisor-boot"]);
+    }
+    if args.guest.is_none() {
+        build.extend(["-p", "lvbs-probe"]);
+    }
+    eprintln!("xtask: cargo {}", build.join(" "));
+    let status = Command::new(cargo_bin())
+        .args(&build)
+        .current_dir(&root)
+        .status()
+        .map_err(|e| Failure(format!("could not start cargo: {e}")))?;
+    if !status.success() {
+        return Err(Failure(format!(
+            "the bare-metal build exited with {status}"
+        )));
+    }
+    let bin_dir = target_dir(&root).join(BARE_METAL_TARGET).join("release");
+    let emulator = bin_dir.join("tdx-emulator");
+    let paravisor_path = args
+        .paravisor
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("paravisor"));
+    let guest_path = args.guest.clone().unwrap_or_else(|| bin_dir.join("probe"));
+    let paravisor = read(&paravisor_path, "paravisor ELF")?;
+    let guest = read(&guest_path, "L2 guest ELF")?;
+
+    let image = TdImageBuilder::new()
+        .add(ImageKind::Paravisor, &paravisor)
+        .add(ImageKind::L2Guest, &guest)
+        .build()
+        .map_err(|e| Failure(format!("cannot pack the TD image: {e:?}")))?;
+    let parsed = TdImage::parse(&image)
+        .map_err(|e| Failure(format!("packed image does not parse: {e:?}")))?;
+    let layout = TdLayout::from_image(&parsed)
+        .map_err(|e| Failure(format!("the TD image cannot be laid out: {e:?}")))?;
+    let mut mrtd = MrtdBuilder::new();
+    let mut page = [0u8; PAGE_SIZE as usize];
+    for gpa in layout.added_pages() {
+        layout.fill_page(gpa, &mut page);
+        mrtd.add_measured_page(gpa, &page);
+    }
+    let mrtd = hex(&mrtd.finish());
+    let out_dir = target_dir(&root).join("lvbs-tdx");
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", out_dir.display())))?;
+    let image_path = out_dir.join("td.img");
+    std::fs::write(&image_path, &image)
+        .map_err(|e| Failure(format!("cannot write {}: {e}", image_path.display())))?;
+    let emu_size = std::fs::metadata(&emulator).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "xtask: emulator {} ({} KiB), paravisor {} (entry {:#x}), L2 guest {} (entry {:#x}), TD image {} ({} KiB)",
+        emulator.display(),
+        emu_size / 1024,
+        paravisor_path.display(),
+        layout.paravisor.entry,
+        guest_path.display(),
+        layout.l2.entry,
+        image_path.display(),
+        image.len() / 1024
+    );
+    eprintln!("xtask: expected MRTD {mrtd}");
+
+    let qemu_args: Vec<String> = [
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "1G",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-display",
+        "none",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-kernel",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        emulator.display().to_string(),
+        "-initrd".to_string(),
+        image_path.display().to_string(),
+    ])
+    .collect();
+    eprintln!(
+        "xtask: {qemu}: {QEMU} {} (timeout {} s)",
+        qemu_args.join(" "),
+        args.timeout
+    );
+    let start = Instant::now();
+    let mut child = Command::new(QEMU)
+        .args(&qemu_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Failure(format!("could not start {QEMU}: {e}")))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).replace(['\r', '\n'], "");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let deadline = start + Duration::from_secs(args.timeout);
+    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut stats: Vec<String> = Vec::new();
+    let mut in_stats = false;
+    let mut emu_mrtd: Option<String> = None;
+    let mut timed_out = false;
+    let stdout_lock = std::io::stdout();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                match check_verdict(&line) {
+                    Some(true) => passed += 1,
+                    Some(false) => failed += 1,
+                    None => {}
+                }
+                if let Some(m) = line.strip_prefix("emu: MRTD ") {
+                    emu_mrtd = Some(m.trim().to_string());
+                }
+                if line == STATS_START {
+                    in_stats = true;
+                }
+                if in_stats {
+                    stats.push(line);
+                } else {
+                    let mut o = stdout_lock.lock();
+                    let _ = writeln!(o, "{line}");
+                    let _ = o.flush();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    if timed_out {
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Failure(format!("waiting for QEMU: {e}")))?;
+    let _ = reader.join();
+    let secs = start.elapsed().as_secs_f64();
+
+    println!("lvbs-tdx: {passed} checks passed, {failed} failed");
+    for line in &stats {
+        println!("{line}");
+    }
+    eprintln!("xtask: QEMU ran {secs:.1} s");
+    if timed_out {
+        return Err(Failure(format!(
+            "timeout: QEMU was still running after {} s and was killed (raise it with --timeout)",
+            args.timeout
+        )));
+    }
+    let Some(code) = status.code() else {
+        return Err(Failure(format!("QEMU was terminated: {status}")));
+    };
+    if code != 1 {
+        return Err(Failure(describe_status(code)));
+    }
+    match emu_mrtd {
+        Some(m) if m != mrtd => {
+            return Err(Failure(format!(
+                "MRTD mismatch: the emulator measured {m}, the loader layout gives {mrtd}"
+            )))
+        }
+        None => return Err(Failure("the emulator printed no MRTD".into())),
+        Some(_) => {}
+    }
+    if failed > 0 {
+        return Err(Failure(format!("{failed} check(s) failed")));
+    }
+    if require_checks && passed == 0 {
+        return Err(Failure("the run reported no checks".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_lines() {
+        assert_eq!(
+            check_verdict("probe: check vmcall_echo: PASS R8 0x1"),
+            Some(true)
+        );
+        assert_eq!(
+            check_verdict("paravisor: check vp_wr_readonly_field: FAIL got 0x0"),
+            Some(false)
+        );
+        assert_eq!(check_verdict("probe: check ro_page: FAILED"), Some(false));
+        assert_eq!(check_verdict("probe: done, 13 passed, 0 failed"), None);
+        assert_eq!(check_verdict("emu: check the log: PASS"), None);
+        assert_eq!(check_verdict("probe: check x: maybe"), None);
+        assert_eq!(check_verdict("no check here"), None);
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert!(describe_status(1).contains("success"));
+        assert!(describe_status(0xFF).contains("0x7f"));
+        assert!(describe_status(0).contains("without a debug-exit"));
+    }
+}
