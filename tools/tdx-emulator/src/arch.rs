@@ -149,3 +149,9 @@ pub fn read_cr2() -> u64 {
     unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) }
     v
 }
+
+/// RDTSC (QEMU TCG passes the host's TSC through: a cheap wall clock).
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

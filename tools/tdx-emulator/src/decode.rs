@@ -114,6 +114,30 @@ pub fn cr_insn(i: &Instruction) -> Option<CrInsn> {
     }
 }
 
+/// Fast path for the common encodings `[REX] 0F 20/22 /r` (MOV from/to CRn,
+/// register form) without running the full decoder: the instruction and its
+/// length. Other bytes (prefixes, CLTS, LMSW, …) return `None`.
+pub fn quick_cr_move(bytes: &[u8], bitness: u32) -> Option<(CrInsn, u32)> {
+    let (rex, rest) = match bytes.first() {
+        Some(&b) if bitness == 64 && b & 0xF0 == 0x40 => (b, &bytes[1..]),
+        _ => (0, bytes),
+    };
+    let [0x0F, op @ (0x20 | 0x22), modrm, ..] = *rest else {
+        return None;
+    };
+    // The mod bits are ignored (always the register form); REX.R extends the
+    // control register, REX.B the GPR, REX.W/X do not matter.
+    let cr = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
+    let gpr = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+    let len = if rex != 0 { 4 } else { 3 };
+    let insn = if op == 0x22 {
+        CrInsn::MovTo { cr, gpr }
+    } else {
+        CrInsn::MovFrom { cr, gpr }
+    };
+    Some((insn, len))
+}
+
 /// LGDT/LIDT: `Some(true)` for LIDT, `Some(false)` for LGDT.
 pub fn descriptor_table_load(i: &Instruction) -> Option<bool> {
     match i.code() {
@@ -212,6 +236,18 @@ mod tests {
             assert_eq!(cr_insn(&i), Some(*want), "{bytes:02x?}");
             assert_eq!(i.len(), *len);
         }
+        for (bytes, want, len) in cases {
+            assert_eq!(
+                quick_cr_move(bytes, 64),
+                (*want != CrInsn::Clts).then_some((*want, *len as u32))
+            );
+        }
+        assert_eq!(
+            quick_cr_move(&[0x0F, 0x22, 0x00], 64),
+            Some((CrInsn::MovTo { cr: 0, gpr: 0 }, 3))
+        );
+        assert_eq!(quick_cr_move(&[0x0F, 0x06], 64), None);
+        assert_eq!(quick_cr_move(&[0x66, 0x0F, 0x22, 0xC0], 64), None);
         let i = decode(&[0x0F, 0x01, 0x30], 0, 64).unwrap(); // lmsw [rax]
         assert_eq!(cr_insn(&i), Some(CrInsn::Lmsw));
         assert_eq!(cr_insn(&decode(&[0x90], 0, 64).unwrap()), None);

@@ -117,6 +117,12 @@ const SEGMENTS: [(usize, VmcsField, VmcsField, VmcsField, VmcsField); 8] = [
     ),
 ];
 
+/// VMCB GDTR/IDTR ↔ L2 VMCS fields (base, limit).
+const DESCRIPTOR_TABLES: [(usize, VmcsField, VmcsField); 2] = [
+    (off::GDTR, f::GUEST_GDTR_BASE, f::GUEST_GDTR_LIMIT),
+    (off::IDTR, f::GUEST_IDTR_BASE, f::GUEST_IDTR_LIMIT),
+];
+
 /// What to do after an exit.
 enum Flow {
     /// VMRUN again.
@@ -143,6 +149,11 @@ pub struct SvmEngine {
     left_at: u64,
     /// The event L1 injected for the next entry.
     queued: Option<DeliveredEvent>,
+    /// Keep the active NPT for the next VMRUN (an MBEC switch just chose it).
+    keep_npt: bool,
+    /// Segments, GDTR and IDTR as last synced with the model: only natively
+    /// changed ones are written back.
+    synced: [Seg; 10],
 }
 
 impl SvmEngine {
@@ -183,6 +194,8 @@ impl SvmEngine {
             last_npf: (u64::MAX, 0, 0),
             left_at: 0,
             queued: None,
+            keep_npt: false,
+            synced: [Seg::default(); 10],
         }
     }
 
@@ -286,35 +299,43 @@ impl SvmEngine {
         v.w64(off::GS + 8, cpu.vmcs(f::GUEST_GS_BASE));
     }
 
-    fn load_segments(&self, cpu: &L2Cpu<'_>) {
+    fn load_segments(&mut self, cpu: &L2Cpu<'_>) {
         let v = &self.vmcb;
-        for (o, sel, base, limit, ar) in SEGMENTS {
-            v.set_seg(
-                o,
-                Seg {
-                    selector: cpu.vmcs(sel) as u16,
-                    attrib: ar_to_attrib(cpu.vmcs(ar)),
-                    limit: cpu.vmcs(limit) as u32,
-                    base: cpu.vmcs(base),
-                },
-            );
-        }
-        for (o, base, limit) in [
-            (off::GDTR, f::GUEST_GDTR_BASE, f::GUEST_GDTR_LIMIT),
-            (off::IDTR, f::GUEST_IDTR_BASE, f::GUEST_IDTR_LIMIT),
-        ] {
-            v.set_seg(
-                o,
-                Seg {
-                    selector: 0,
-                    attrib: 0,
-                    limit: cpu.vmcs(limit) as u32,
-                    base: cpu.vmcs(base),
-                },
-            );
+        for (i, (o, sel, base, limit, ar)) in SEGMENTS.into_iter().enumerate() {
+            let s = Seg {
+                selector: cpu.vmcs(sel) as u16,
+                attrib: ar_to_attrib(cpu.vmcs(ar)),
+                limit: cpu.vmcs(limit) as u32,
+                base: cpu.vmcs(base),
+            };
+            v.set_seg(o, s);
+            self.synced[i] = s;
         }
         // VMX: CPL = SS.DPL.
         v.w8(off::CPL, ((cpu.vmcs(f::GUEST_SS_AR) >> 5) & 3) as u8);
+        self.load_descriptor_tables(cpu);
+    }
+
+    fn load_descriptor_tables(&mut self, cpu: &L2Cpu<'_>) {
+        for (i, (o, base, limit)) in DESCRIPTOR_TABLES.into_iter().enumerate() {
+            let s = Seg {
+                selector: 0,
+                attrib: 0,
+                limit: cpu.vmcs(limit) as u32,
+                base: cpu.vmcs(base),
+            };
+            self.vmcb.set_seg(o, s);
+            self.synced[8 + i] = s;
+        }
+    }
+
+    /// FS/GS base and KERNEL_GS_BASE change natively (segment loads,
+    /// WRFSBASE, SWAPGS): the model must see them before it judges an MSR access.
+    fn store_native_msrs(&self, cpu: &mut L2Cpu<'_>) {
+        let v = &self.vmcb;
+        cpu.set_guest_state(f::GUEST_FS_BASE, v.seg(off::FS).base);
+        cpu.set_guest_state(f::GUEST_GS_BASE, v.seg(off::GS).base);
+        cpu.set_shared_msr(0xC000_0102, v.r64(off::KGSBASE));
     }
 
     fn load_regs(&mut self, cpu: &L2Cpu<'_>) {
@@ -387,34 +408,39 @@ impl SvmEngine {
         r.rflags = v.r64(off::RFLAGS);
     }
 
-    /// CS and SS (the exit information and CPL come from them).
-    fn store_cs_ss(&self, cpu: &mut L2Cpu<'_>) {
-        for (o, sel, base, limit, ar) in [SEGMENTS[1], SEGMENTS[2]] {
-            let s = self.vmcb.seg(o);
-            cpu.set_guest_state(sel, s.selector as u64);
-            cpu.set_guest_state(base, s.base);
-            cpu.set_guest_state(limit, s.limit as u64);
-            cpu.set_guest_state(ar, attrib_to_ar(s.attrib));
+    /// Writes segment `i` of [`SEGMENTS`] back if L2 changed it natively.
+    fn store_segment(&mut self, cpu: &mut L2Cpu<'_>, i: usize) {
+        let (o, sel, base, limit, ar) = SEGMENTS[i];
+        let s = self.vmcb.seg(o);
+        if s == self.synced[i] {
+            return;
         }
+        self.synced[i] = s;
+        cpu.set_guest_state(sel, s.selector as u64);
+        cpu.set_guest_state(base, s.base);
+        cpu.set_guest_state(limit, s.limit as u64);
+        cpu.set_guest_state(ar, attrib_to_ar(s.attrib));
+    }
+
+    /// CS and SS (the exit information and CPL come from them).
+    fn store_cs_ss(&mut self, cpu: &mut L2Cpu<'_>) {
+        self.store_segment(cpu, 1);
+        self.store_segment(cpu, 2);
     }
 
     /// Everything L2 may have changed natively, when TDG.VP.ENTER ends.
-    fn store_all(&self, cpu: &mut L2Cpu<'_>) {
-        let v = &self.vmcb;
-        for (o, sel, base, limit, ar) in SEGMENTS {
-            let s = v.seg(o);
-            cpu.set_guest_state(sel, s.selector as u64);
-            cpu.set_guest_state(base, s.base);
-            cpu.set_guest_state(limit, s.limit as u64);
-            cpu.set_guest_state(ar, attrib_to_ar(s.attrib));
+    fn store_all(&mut self, cpu: &mut L2Cpu<'_>) {
+        for i in 0..SEGMENTS.len() {
+            self.store_segment(cpu, i);
         }
-        for (o, base, limit) in [
-            (off::GDTR, f::GUEST_GDTR_BASE, f::GUEST_GDTR_LIMIT),
-            (off::IDTR, f::GUEST_IDTR_BASE, f::GUEST_IDTR_LIMIT),
-        ] {
+        let v = &self.vmcb;
+        for (i, (o, base, limit)) in DESCRIPTOR_TABLES.into_iter().enumerate() {
             let s = v.seg(o);
-            cpu.set_guest_state(base, s.base);
-            cpu.set_guest_state(limit, s.limit as u64);
+            if s != self.synced[8 + i] {
+                self.synced[8 + i] = s;
+                cpu.set_guest_state(base, s.base);
+                cpu.set_guest_state(limit, s.limit as u64);
+            }
         }
         cpu.set_guest_state(f::GUEST_DR7, v.r64(off::DR7));
         let intr = cpu.vmcs(f::GUEST_INTERRUPTIBILITY) & !3;
@@ -501,7 +527,7 @@ impl SvmEngine {
                         self.load_control(cpu);
                         self.load_msrs(cpu);
                     }
-                    L2Action::LoadDescriptorTable { .. } => self.load_segments(cpu),
+                    L2Action::LoadDescriptorTable { .. } => self.load_descriptor_tables(cpu),
                     _ => {}
                 }
                 Flow::Resume
@@ -532,6 +558,7 @@ impl SvmEngine {
         match code {
             0x00..=0x1F => self.cr_access(cpu),
             exit::MSR => {
+                self.store_native_msrs(cpu);
                 let write = self.vmcb.r64(off::EXITINFO1) & 1 != 0;
                 let action = if write {
                     L2Action::Wrmsr
@@ -583,16 +610,23 @@ impl SvmEngine {
     }
 
     fn cr_access(&mut self, cpu: &mut L2Cpu<'_>) -> Flow {
-        let Some(insn) = self.fetch_instruction(cpu.memory()) else {
-            log::warn!(
-                "L2 CR exit at RIP {:#x}: undecodable instruction: #UD",
-                self.vmcb.rip()
-            );
-            self.inject(6);
-            return Flow::Resume;
+        let mut bytes = [0u8; decode::MAX_LEN];
+        let n = self.read_linear(cpu.memory(), self.code_linear(), &mut bytes);
+        let (decoded, len) = match decode::quick_cr_move(&bytes[..n], self.bitness()) {
+            Some((d, len)) => (Some(d), len),
+            None => match decode::decode(&bytes[..n], self.vmcb.rip(), self.bitness()) {
+                Some(i) => (decode::cr_insn(&i), i.len() as u32),
+                None => {
+                    log::warn!(
+                        "L2 CR exit at RIP {:#x}: undecodable instruction: #UD",
+                        self.vmcb.rip()
+                    );
+                    self.inject(6);
+                    return Flow::Resume;
+                }
+            },
         };
-        let len = insn.len() as u32;
-        match decode::cr_insn(&insn) {
+        match decoded {
             Some(CrInsn::MovTo { cr, gpr }) => {
                 self.run_action(cpu, L2Action::MovToCr { cr, gpr }, len)
             }
@@ -631,9 +665,9 @@ impl SvmEngine {
             }
             Some(CrInsn::Lmsw | CrInsn::Smsw) | None => {
                 log::warn!(
-                    "L2 CR exit at RIP {:#x}: {:?} is not modelled: #UD",
+                    "L2 CR exit at RIP {:#x}: {:02x?} is not modelled: #UD",
                     self.vmcb.rip(),
-                    insn.code()
+                    &bytes[..len as usize]
                 );
                 self.inject(6);
                 Flow::Resume
@@ -775,6 +809,7 @@ impl SvmEngine {
                     if self.active != want {
                         self.active = want;
                         self.flush = true;
+                        self.keep_npt = true;
                         stats::with(|s| s.mbec_switches += 1);
                         return Flow::Resume;
                     }
@@ -883,16 +918,23 @@ impl L2Engine for SvmEngine {
                 self.vmcb.inject_interrupt(ev.vector);
             }
         }
-        if !cpu.mbec() {
-            self.active = 0;
-        } else {
-            // Start with the NPT of the current privilege level; fetch faults switch.
-            self.active = (self.vmcb.cpl() == 3) as usize;
-        }
+        self.active = 0;
+        self.keep_npt = false;
         self.flush = true;
         let mut exited_at = self.left_at;
         let mut through_l1 = true;
+        let mbec = cpu.mbec();
         loop {
+            if mbec && !self.keep_npt {
+                // Between fetch faults, pick the NPT by privilege level: CPL 3
+                // fetches only user pages, CPL 0 (almost) only supervisor ones.
+                let want = (self.vmcb.cpl() == 3) as usize;
+                if want != self.active {
+                    self.active = want;
+                    self.flush = true;
+                }
+            }
+            self.keep_npt = false;
             self.vmcb.w64(off::NCR3, self.npt[self.active].root());
             self.vmcb.w8(off::TLB_CONTROL, self.flush as u8);
             self.flush = false;

@@ -286,20 +286,24 @@ impl L1 {
         Some(())
     }
 
-    /// Reads instruction bytes at L1's CS:RIP.
+    /// Reads instruction bytes at L1's CS:RIP (one walk per page touched).
     fn fetch(&self, model: &Model, buf: &mut [u8]) -> bool {
         let la = self.vmcb.seg(off::CS).base.wrapping_add(self.vmcb.rip());
         let mode = self.paging();
-        for (i, b) in buf.iter_mut().enumerate() {
-            let Ok(t) = walk::translate(&mode, la + i as u64, |g| self.read_gpa_u64(model, g))
-            else {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = la.wrapping_add(done as u64);
+            let Ok(t) = walk::translate(&mode, a, |g| self.read_gpa_u64(model, g)) else {
                 return false;
             };
-            let mut one = [0u8];
-            if self.read_gpa(model, t.gpa, &mut one).is_none() {
+            let n = (0x1000 - (a & 0xFFF) as usize).min(buf.len() - done);
+            if self
+                .read_gpa(model, t.gpa, &mut buf[done..done + n])
+                .is_none()
+            {
                 return false;
             }
-            *b = one[0];
+            done += n;
         }
         true
     }
@@ -333,8 +337,13 @@ impl L1 {
             r15: g.r15,
         };
         let leaf = r.rax as u16;
-        stats::with(|s| *s.tdcalls.entry(leaf).or_default() += 1);
+        let t0 = crate::hpet::now_ns();
         model.tdcall(&mut r);
+        let dt = crate::hpet::now_ns().saturating_sub(t0);
+        stats::with(|s| {
+            *s.tdcalls.entry(leaf).or_default() += 1;
+            *s.tdcall_ns.entry(leaf).or_default() += dt;
+        });
         if leaf == tdcall::Leaf::VpEnter.number() && r.rax >> 63 == 0 {
             let class = (r.rax >> 32) as u32;
             stats::with(|s| *s.l2_exits.entry((class, r.rax as u16)).or_default() += 1);

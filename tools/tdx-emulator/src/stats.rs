@@ -10,6 +10,9 @@ use tdcall::leaf::Leaf;
 pub struct Stats {
     /// TDCALLs from L1 by leaf number.
     pub tdcalls: BTreeMap<u16, u64>,
+    /// Host-side ns spent in TDCALLs by leaf (#VMEXIT of L1 to its next VMRUN;
+    /// for TDG.VP.ENTER this includes the time L2 runs).
+    pub tdcall_ns: BTreeMap<u16, u64>,
     /// TDG.VP.ENTER results by (class, basic exit reason): class 0 = L2→L1,
     /// 0x1100 = host-routed exit resumed to L1.
     pub l2_exits: BTreeMap<(u32, u16), u64>,
@@ -43,6 +46,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             tdcalls: BTreeMap::new(),
+            tdcall_ns: BTreeMap::new(),
             l2_exits: BTreeMap::new(),
             l1_svm_exits: BTreeMap::new(),
             l2_svm_exits: BTreeMap::new(),
@@ -154,7 +158,12 @@ pub fn print() {
     let total: u64 = s.tdcalls.values().sum();
     emu_println!("TDCALLs from L1: {total}");
     for (leaf, n) in &s.tdcalls {
-        emu_println!("  {:<22} {n}", leaf_name(*leaf));
+        let ns = s.tdcall_ns.get(leaf).copied().unwrap_or(0);
+        let (a, b) = avg_us(ns, *n);
+        emu_println!(
+            "  {:<22} {n:>7}  {a:>5}.{b} us each (host side)",
+            leaf_name(*leaf)
+        );
     }
     let l2_total: u64 = s.l2_exits.values().sum();
     emu_println!("L2 exits delivered to L1 (TDG.VP.ENTER returns): {l2_total}");
