@@ -21,7 +21,14 @@ use clap::{Parser, Subcommand};
 const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
 /// Packages that are `no_std` and are built for [`BARE_METAL_TARGET`].
-const NO_STD_CRATES: &[&str] = &["tdcall", "tdx-model", "paravisor", "ept", "lvbs-loader"];
+const NO_STD_CRATES: &[&str] = &[
+    "tdcall",
+    "tdx-model",
+    "paravisor",
+    "ept",
+    "lvbs-loader",
+    "heki-tdx",
+];
 
 /// Bare-metal programs: clippy runs on them for [`BARE_METAL_TARGET`] too
 /// (on the host they compile to a stub `main`).
