@@ -28,6 +28,7 @@ const NO_STD_CRATES: &[&str] = &[
     "ept",
     "lvbs-loader",
     "heki-tdx",
+    "lvbs-tee",
 ];
 
 /// Bare-metal programs: clippy runs on them for [`BARE_METAL_TARGET`] too
