@@ -65,6 +65,34 @@ pub fn msrpm_bit(msr: u32) -> Option<usize> {
     Some(base + 2 * index as usize)
 }
 
+/// GPA of the identity page directory that stands in for "paging off".
+const IDENTITY_PD_GPA: u64 = 0xFFFF_F000;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PSE: u64 = 1 << 4;
+const CR4_PAE: u64 = 1 << 5;
+/// CR0/CR3/CR4 read and write intercepts (VMCB 0x000).
+const CR_RW_INTERCEPTS: u32 = 0x0019_0019;
+/// Selective CR0 write intercept (MISC1 bit 5, exit 0x65).
+const MISC1_SEL_CR0: u32 = 1 << 5;
+const EXIT_CR0_SEL_WRITE: u64 = 0x65;
+
+/// L1's control registers while it runs with paging off.
+///
+/// QEMU TCG (10.0.2) fetches an SVM guest's instructions without nested
+/// translation — from host-physical memory — once the guest has exited and
+/// resumed with CR0.PG=0 (measured: after the first TDCALL the next fetch
+/// read the host's page at the GPA). So L1's "paging off" runs on paging on:
+/// 32-bit paging with an identity map of 4 MiB pages at [`IDENTITY_PD_GPA`],
+/// EFER.LME hidden, and the emulator keeps and shows L1's own CR0/CR3/CR4/EFER
+/// (CR and EFER accesses are intercepted) until L1 sets CR0.PG.
+#[derive(Clone, Copy, Debug)]
+struct Unpaged {
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+}
+
 /// The paravisor's vCPU.
 pub struct L1 {
     vmcb: &'static Vmcb,
@@ -74,6 +102,8 @@ pub struct L1 {
     generation: Option<u64>,
     shared: BTreeMap<u64, Box<Page>>,
     _msrpm: Box<Msrpm>,
+    unpaged: Option<Unpaged>,
+    _identity_pd: Box<Page>,
 }
 
 impl L1 {
@@ -142,10 +172,7 @@ impl L1 {
         );
         vmcb.set_seg(off::IDTR, Seg::default());
         vmcb.w8(off::CPL, 0);
-        vmcb.w64(off::EFER, 0x901 | EFER_SVME);
-        vmcb.w64(off::CR0, 0x21);
-        vmcb.w64(off::CR4, 0x40);
-        vmcb.w64(off::CR3, 0);
+        // CR0 0x21, CR3 0, CR4 0x40, EFER 0x901: see `enter_unpaged` below.
         vmcb.w64(off::DR7, 0x400);
         vmcb.w64(off::DR6, 0xFFFF_0FF0);
         vmcb.w64(off::RFLAGS, 2);
@@ -159,7 +186,18 @@ impl L1 {
             rdx: arch::cpuid(1, 0)[0] as u64,
             ..Gprs::default()
         };
-        L1 {
+        // 1024 PDEs of 4 MiB identity pages (P|W|U|A|D|PS), two per qword.
+        let identity_pd = Page::new();
+        for i in 0..512u64 {
+            let pde = |n: u64| (n << 22) | 0xE7;
+            identity_pd.set(i as usize, pde(2 * i) | pde(2 * i + 1) << 32);
+        }
+        let mut npt = npt;
+        npt.set_leaf(
+            IDENTITY_PD_GPA,
+            identity_pd.pa() | npt::P | npt::W | npt::U | npt::A | npt::D,
+        );
+        let mut l1 = L1 {
             vmcb,
             gprs,
             npt,
@@ -167,7 +205,46 @@ impl L1 {
             generation: None,
             shared: BTreeMap::new(),
             _msrpm: msrpm,
+            unpaged: None,
+            _identity_pd: identity_pd,
+        };
+        l1.enter_unpaged(Unpaged {
+            cr0: 0x21,
+            cr3: 0,
+            cr4: 0x40,
+            efer: 0x901,
+        });
+        l1
+    }
+
+    /// Runs L1 "with paging off" on the identity map (see [`Unpaged`]).
+    fn enter_unpaged(&mut self, u: Unpaged) {
+        let v = self.vmcb;
+        v.w64(off::CR0, u.cr0 | CR0_PG);
+        v.w64(off::CR3, IDENTITY_PD_GPA);
+        v.w64(off::CR4, (u.cr4 & !CR4_PAE) | CR4_PSE);
+        v.w64(off::EFER, (u.efer & !(EFER_LME | EFER_LMA)) | EFER_SVME);
+        v.w32(off::CR_INTERCEPTS, CR_RW_INTERCEPTS);
+        v.w32(off::MISC1, v.r32(off::MISC1) & !MISC1_SEL_CR0);
+        v.w8(off::TLB_CONTROL, 1);
+        self.unpaged = Some(u);
+    }
+
+    /// L1 set CR0.PG: its own control registers take over.
+    fn leave_unpaged(&mut self, u: Unpaged) {
+        let v = self.vmcb;
+        let mut efer = u.efer | EFER_SVME;
+        if efer & EFER_LME != 0 {
+            efer |= EFER_LMA;
         }
+        v.w64(off::CR3, u.cr3);
+        v.w64(off::CR4, u.cr4);
+        v.w64(off::EFER, efer);
+        v.w64(off::CR0, u.cr0);
+        v.w32(off::CR_INTERCEPTS, 0);
+        v.w32(off::MISC1, v.r32(off::MISC1) | MISC1_SEL_CR0);
+        v.w8(off::TLB_CONTROL, 1);
+        self.unpaged = None;
     }
 
     /// Maps exactly the accepted private pages, at the model's backing store.
@@ -212,6 +289,7 @@ impl L1 {
             stats::with(|s| *s.l1_svm_exits.entry(code).or_default() += 1);
             match code {
                 exit::UD => self.undefined_opcode(model),
+                0x00..=0x1F | EXIT_CR0_SEL_WRITE => self.cr_access(model, code),
                 exit::NPF => self.nested_page_fault(model),
                 exit::MSR => self.msr(),
                 exit::CPUID => self.cpuid(),
@@ -259,6 +337,14 @@ impl L1 {
     }
 
     fn paging(&self) -> PagingMode {
+        if let Some(u) = self.unpaged {
+            return PagingMode {
+                cr0: u.cr0,
+                cr3: u.cr3,
+                cr4: u.cr4,
+                efer: u.efer,
+            };
+        }
         PagingMode {
             cr0: self.vmcb.r64(off::CR0),
             cr3: self.vmcb.r64(off::CR3),
@@ -409,21 +495,153 @@ impl L1 {
             );
             self.bug("MSR access");
         }
-        let efer = self.vmcb.r64(off::EFER);
+        let efer = match self.unpaged {
+            Some(u) => u.efer,
+            None => self.vmcb.r64(off::EFER) & !EFER_SVME,
+        };
         if write {
             let v = (self.gprs.rdx << 32) | (self.vmcb.r64(off::RAX) & 0xFFFF_FFFF);
             if v & !(EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE) != 0 {
                 self.vmcb.inject_exception(13, Some(0));
                 return;
             }
-            let new = (v & (EFER_SCE | EFER_LME | EFER_NXE)) | (efer & EFER_LMA) | EFER_SVME;
-            self.vmcb.w64(off::EFER, new);
+            let new = (v & (EFER_SCE | EFER_LME | EFER_NXE)) | (efer & EFER_LMA);
+            match &mut self.unpaged {
+                Some(u) => {
+                    u.efer = new;
+                    self.vmcb.w64(off::EFER, (new & !EFER_LME) | EFER_SVME);
+                }
+                None => self.vmcb.w64(off::EFER, new | EFER_SVME),
+            }
         } else {
-            let v = efer & !EFER_SVME;
+            let v = efer;
             self.vmcb.w64(off::RAX, v & 0xFFFF_FFFF);
             self.gprs.rdx = v >> 32;
         }
         self.vmcb.set_rip(self.vmcb.rip() + 2);
+    }
+
+    fn gpr(&self, n: u8) -> u64 {
+        let g = &self.gprs;
+        match n {
+            0 => self.vmcb.r64(off::RAX),
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => self.vmcb.r64(off::RSP),
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            _ => g.r15,
+        }
+    }
+
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        let g = &mut self.gprs;
+        match n {
+            0 => self.vmcb.w64(off::RAX, v),
+            1 => g.rcx = v,
+            2 => g.rdx = v,
+            3 => g.rbx = v,
+            4 => self.vmcb.w64(off::RSP, v),
+            5 => g.rbp = v,
+            6 => g.rsi = v,
+            7 => g.rdi = v,
+            8 => g.r8 = v,
+            9 => g.r9 = v,
+            10 => g.r10 = v,
+            11 => g.r11 = v,
+            12 => g.r12 = v,
+            13 => g.r13 = v,
+            14 => g.r14 = v,
+            _ => g.r15 = v,
+        }
+    }
+
+    /// CR accesses: all of them while L1 runs "with paging off", afterwards
+    /// only CR0 writes that change more than TS/MP (to catch paging being
+    /// turned off again).
+    fn cr_access(&mut self, model: &Model, code: u64) {
+        let mut bytes = [0u8; 4];
+        let bitness = decode::bitness(
+            self.vmcb.seg(off::CS).attrib,
+            self.vmcb.r64(off::EFER) & EFER_LMA != 0,
+        );
+        let insn = if self.fetch(model, &mut bytes) {
+            decode::quick_cr_move(&bytes, bitness)
+        } else if self.fetch(model, &mut bytes[..3]) {
+            decode::quick_cr_move(&bytes[..3], bitness)
+        } else {
+            None
+        };
+        let Some((insn, len)) = insn else {
+            emu_println!("L1 CR access (exit {code:#x}) by an instruction the emulator does not emulate: {bytes:02x?}");
+            self.bug("unsupported control-register instruction")
+        };
+        let mask = if bitness == 64 { u64::MAX } else { 0xFFFF_FFFF };
+        match (insn, self.unpaged) {
+            (decode::CrInsn::MovFrom { cr, gpr }, Some(u)) => {
+                let v = match cr {
+                    0 => u.cr0,
+                    2 => self.vmcb.r64(off::CR2),
+                    3 => u.cr3,
+                    4 => u.cr4,
+                    _ => 0,
+                };
+                self.set_gpr(gpr, v & mask);
+            }
+            (decode::CrInsn::MovTo { cr, gpr }, Some(mut u)) => {
+                let v = self.gpr(gpr) & mask;
+                match cr {
+                    0 if v & CR0_PG != 0 => {
+                        if u.efer & EFER_LME != 0 && u.cr4 & CR4_PAE == 0 {
+                            self.vmcb.inject_exception(13, Some(0));
+                            return;
+                        }
+                        u.cr0 = v;
+                        self.leave_unpaged(u);
+                    }
+                    0 => {
+                        u.cr0 = v;
+                        self.vmcb.w64(off::CR0, v | CR0_PG);
+                        self.unpaged = Some(u);
+                    }
+                    3 => self.unpaged = Some(Unpaged { cr3: v, ..u }),
+                    4 => {
+                        u.cr4 = v;
+                        self.vmcb.w64(off::CR4, (v & !CR4_PAE) | CR4_PSE);
+                        self.unpaged = Some(u);
+                    }
+                    _ => {}
+                }
+            }
+            (decode::CrInsn::MovTo { cr: 0, gpr }, None) => {
+                let v = self.gpr(gpr) & mask;
+                if v & CR0_PG == 0 {
+                    let efer = self.vmcb.r64(off::EFER) & !(EFER_SVME | EFER_LMA);
+                    self.enter_unpaged(Unpaged {
+                        cr0: v,
+                        cr3: self.vmcb.r64(off::CR3),
+                        cr4: self.vmcb.r64(off::CR4),
+                        efer,
+                    });
+                } else {
+                    self.vmcb.w64(off::CR0, v);
+                }
+            }
+            _ => {
+                emu_println!("L1 CR access (exit {code:#x}): unexpected {insn:?}");
+                self.bug("unexpected control-register access")
+            }
+        }
+        self.vmcb.set_rip(self.vmcb.rip() + len as u64);
     }
 
     fn cpuid(&mut self) {

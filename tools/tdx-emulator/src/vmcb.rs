@@ -178,6 +178,9 @@ impl Vmcb {
     pub fn w64(&self, off: usize, v: u64) {
         self.0.write(off, 8, v)
     }
+    pub fn r32(&self, off: usize) -> u32 {
+        self.0.read(off, 4) as u32
+    }
     pub fn w32(&self, off: usize, v: u32) {
         self.0.write(off, 4, v as u64)
     }
