@@ -5,6 +5,8 @@
 //! with interrupts disabled on one CPU, and owns every device it touches, so
 //! port I/O, MSR and control-register accesses cannot race with anyone.
 
+#![allow(unsafe_code)]
+
 use core::arch::asm;
 
 /// Guest GPRs that VMRUN does not switch (RAX and RSP live in the VMCB).

@@ -3,6 +3,8 @@
 //! VMRUN wrapper. Everything here runs before or outside Rust's control; the
 //! Rust side only calls `svm_run` (see [`crate::arch::svm_run`]).
 
+#![allow(unsafe_code)]
+
 core::arch::global_asm!(
     r#"
     .section .note.pvh, "a", @note

@@ -1,6 +1,8 @@
 //! The global allocator: a buddy allocator over a RAM range `main` picks
 //! (above the emulator image, below the TD image QEMU loaded).
 
+#![allow(unsafe_code)]
+
 use buddy_system_allocator::LockedHeap;
 
 #[global_allocator]

@@ -18,6 +18,8 @@ pub fn init() {
 }
 
 /// Called by the stubs in `boot.rs` with `[vector, error, rip, cs, rflags, rsp, ss]`.
+// The exception stubs in `boot.rs` call this by name.
+#[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn emulator_exception(frame: &[u64; 7]) -> ! {
     emu_println!(

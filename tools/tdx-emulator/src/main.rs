@@ -10,6 +10,7 @@
 //! On a hosted target this program only says that it runs on bare metal.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
@@ -113,6 +114,8 @@ mod bare {
         (end > start + MIN_HEAP).then_some((start, end))
     }
 
+    // `boot.rs` calls this by name after entering long mode.
+    #[allow(unsafe_code)]
     #[no_mangle]
     extern "C" fn emulator_main(start_info: u64) -> ! {
         serial::init();

@@ -2,6 +2,8 @@
 //! (PVH start_info, memory map, module list, the TD image) and device MMIO.
 //! The whole 0–4 GiB range is identity-mapped by `boot.rs`.
 
+#![allow(unsafe_code)]
+
 use alloc::vec::Vec;
 
 /// Addresses this module accepts: the identity map, without the null pointer.
