@@ -370,3 +370,18 @@ proptest! {
         let _ = Keyring::new().load_system_certs(&body, &none());
     }
 }
+
+#[test]
+fn bench_fixtures_verify() {
+    let content: Vec<u8> = (0..1u32 << 20)
+        .map(|i| ((i * 131 + 7) % 251) as u8)
+        .collect();
+    let k = ring(&[fixture!("bench.crt.der")]);
+    for sig in [
+        fixture!("bench_1m_sha256.p7s"),
+        fixture!("bench_1m_sha512.p7s"),
+    ] {
+        let f = append_signature(&content, sig).unwrap();
+        assert!(verify_module(&f, &k, &none()).is_ok());
+    }
+}
