@@ -30,24 +30,25 @@ pub struct Gprs {
 }
 
 extern "C" {
-    fn svm_run(vmcb_pa: u64, gprs: *mut Gprs, host_save_pa: u64);
+    fn svm_run(vmcb_pa: u64, gprs: *mut Gprs);
     static isr_table: [u64; 32];
 }
 
 /// Runs the guest of the VMCB at `vmcb_pa` until the next #VMEXIT.
 ///
-/// The caller guarantees (see [`crate::svm`]) that `vmcb_pa` and
-/// `host_save_pa` are 4 KiB-aligned pages owned by the emulator, that the
-/// VMCB's NPT, MSRPM and IOPM point at emulator-owned pages and map guest
-/// memory only inside the TD's backing store and shared pages, and that SVM is
+/// The caller guarantees (see [`crate::svm`]) that `vmcb_pa` is a 4 KiB-aligned
+/// page owned by the emulator, that the VMCB's NPT, MSRPM and IOPM point at
+/// emulator-owned pages and map guest memory only inside the TD's backing
+/// store, its shared pages and the identity page directory, and that SVM is
 /// enabled with VM_HSAVE_PA set.
-pub fn vmrun(vmcb_pa: u64, gprs: &mut Gprs, host_save_pa: u64) {
+pub fn vmrun(vmcb_pa: u64, gprs: &mut Gprs) {
     // SAFETY: per the contract above the guest can only touch memory the NPT
-    // maps (the TD's memory, never the emulator's), VMRUN/#VMEXIT restore the
-    // host RSP/RIP/RAX from VM_HSAVE_PA, and `svm_run` preserves every
-    // callee-saved register and restores the host's FS/GS/TR/LDTR/syscall MSRs
-    // with VMSAVE/VMLOAD on `host_save_pa`. `gprs` is exclusively borrowed.
-    unsafe { svm_run(vmcb_pa, gprs, host_save_pa) }
+    // maps (never the emulator's own), VMRUN/#VMEXIT restore the host's
+    // RSP/RIP/RAX, control registers and flat segments from VM_HSAVE_PA, and
+    // `svm_run` preserves every callee-saved register. The state VMLOAD loads
+    // (FS/GS/TR/LDTR, syscall MSRs) stays the guest's after the exit; the
+    // emulator never uses it (see `boot.rs`). `gprs` is exclusively borrowed.
+    unsafe { svm_run(vmcb_pa, gprs) }
 }
 
 /// The addresses of the 32 exception stubs in `boot.rs`.

@@ -174,10 +174,13 @@ isr_table:
     .quad isr_16, isr_17, isr_18, isr_19, isr_20, isr_21, isr_22, isr_23
     .quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31
 
-    /* void svm_run(u64 vmcb_pa, Gprs *g, u64 host_save_pa)
+    /* void svm_run(u64 vmcb_pa, Gprs *g)
        Gprs = rbx, rcx, rdx, rsi, rdi, rbp, r8..r15 (RAX/RSP/RIP/RFLAGS live in the VMCB).
-       vmsave host; load guest GPRs; vmload guest; vmrun; vmsave guest;
-       store guest GPRs; vmload host. */
+       load guest GPRs; vmload guest; vmrun; vmsave guest; store guest GPRs.
+       The host's own VMLOAD state (FS/GS/TR/LDTR hidden state, KERNEL_GS_BASE,
+       STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*) is not restored after #VMEXIT: the
+       emulator uses none of it (no TLS, no SYSCALL, no privilege changes, IDT
+       gates without IST), so it keeps whatever the last guest had. */
     .section .text, "ax"
     .global svm_run
 svm_run:
@@ -188,9 +191,6 @@ svm_run:
     push %r14
     push %r15
     push %rsi                   /* Gprs pointer */
-    push %rdx                   /* host save area */
-    mov %rdx, %rax
-    vmsave %rax
     mov %rdi, %rax
     mov 0(%rsi), %rbx
     mov 8(%rsi), %rcx
@@ -210,7 +210,7 @@ svm_run:
     vmrun %rax
     vmsave %rax
     push %rsi                   /* guest RSI */
-    mov 16(%rsp), %rsi          /* Gprs pointer */
+    mov 8(%rsp), %rsi           /* Gprs pointer */
     mov %rbx, 0(%rsi)
     mov %rcx, 8(%rsi)
     mov %rdx, 16(%rsi)
@@ -226,8 +226,6 @@ svm_run:
     mov %r15, 104(%rsi)
     pop %rax
     mov %rax, 24(%rsi)
-    pop %rax                    /* host save area */
-    vmload %rax
     add $8, %rsp
     pop %r15
     pop %r14

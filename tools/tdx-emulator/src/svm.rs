@@ -4,16 +4,12 @@ use crate::arch::{self, Gprs};
 use crate::page::Page;
 use crate::vmcb::{Vmcb, EFER_SVME};
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const MSR_EFER: u32 = 0xC000_0080;
 const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
 const EFER_NXE: u64 = 1 << 11;
 
-static HOST_SAVE_PA: AtomicU64 = AtomicU64::new(0);
-
-/// Checks SVM and NPT, sets EFER.SVME|NXE and VM_HSAVE_PA, allocates the host
-/// VMSAVE area.
+/// Checks SVM and NPT, sets EFER.SVME|NXE and VM_HSAVE_PA.
 pub fn init() -> Result<(), &'static str> {
     if arch::cpuid(0x8000_0001, 0)[2] & (1 << 2) == 0 {
         return Err("no SVM (CPUID 0x80000001 ECX bit 2); run QEMU with -cpu max");
@@ -24,12 +20,10 @@ pub fn init() -> Result<(), &'static str> {
     arch::wrmsr(MSR_EFER, arch::rdmsr(MSR_EFER) | EFER_SVME | EFER_NXE);
     let hsave: &'static Page = Box::leak(Page::new());
     arch::wrmsr(MSR_VM_HSAVE_PA, hsave.pa());
-    let host: &'static Page = Box::leak(Page::new());
-    HOST_SAVE_PA.store(host.pa(), Relaxed);
     Ok(())
 }
 
 /// Runs the guest of `vmcb` until its next #VMEXIT.
 pub fn run(vmcb: &Vmcb, gprs: &mut Gprs) {
-    arch::vmrun(vmcb.pa(), gprs, HOST_SAVE_PA.load(Relaxed));
+    arch::vmrun(vmcb.pa(), gprs);
 }
