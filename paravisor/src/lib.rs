@@ -10,6 +10,9 @@
 //!   the handlers in [`exits`], which reach the host through TDG.VP.VMCALL (§1.5).
 //! * [`handlers`] holds the policy hooks (CPUID, MSR, CR, hypercalls) and their
 //!   defaults; [`inject`] injects exceptions into L2.
+//! * [`pinning`] pins CR0/CR4, the syscall MSRs and the descriptor tables
+//!   (LVBS `LOCK_REGS`); [`heki`] serves the HEKI boot calls (`LOCK_REGS`,
+//!   `PROTECT_MEMORY`, `LOAD_KDATA`, `SIGNAL_END_OF_BOOT`) and enforces them.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,6 +22,7 @@ extern crate alloc;
 pub mod exits;
 pub mod field;
 pub mod handlers;
+pub mod heki;
 pub mod inject;
 pub mod insn;
 pub mod memory;
@@ -34,6 +38,7 @@ pub use handlers::{
     DefaultHandlers, EnosysHypercalls, ExitHandlers, Handlers, HypercallArgs, HypercallContext,
     HypercallHandler, MsrPolicy, MsrRead, MsrRule, MsrTable, MsrWrite, ENOSYS,
 };
+pub use heki::{HekiConfig, HekiService};
 pub use memory::{L1Memory, MemoryError, Platform};
 pub use msr_bitmap::MsrBitmap;
 pub use setup::{

@@ -8,6 +8,8 @@
 
 use core::fmt;
 
+use crate::pinning::SharedMsrs;
+
 /// Why an [`L1Memory`] access failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryError {
@@ -57,9 +59,11 @@ impl<T: L1Memory + ?Sized> L1Memory for &mut T {
     }
 }
 
-/// Everything the core needs from the machine: TDCALL ([`tdcall::Tdcall`]) and
-/// L1 memory ([`L1Memory`]). Implemented for every type that has both, and usable
-/// as `dyn Platform` (hooks receive `&mut dyn Platform`).
-pub trait Platform: tdcall::Tdcall + L1Memory {}
+/// Everything the core needs from the machine: TDCALL ([`tdcall::Tdcall`]), L1
+/// memory ([`L1Memory`]) and the MSRs TDX shares between L1 and L2
+/// ([`SharedMsrs`], read by LOCK_REGS; a platform that cannot read them returns
+/// `None` and LOCK_REGS fails). Implemented for every type that has all three,
+/// and usable as `dyn Platform` (hooks receive `&mut dyn Platform`).
+pub trait Platform: tdcall::Tdcall + L1Memory + SharedMsrs {}
 
-impl<T: tdcall::Tdcall + L1Memory> Platform for T {}
+impl<T: tdcall::Tdcall + L1Memory + SharedMsrs + ?Sized> Platform for T {}

@@ -75,6 +75,12 @@ pub trait SharedMsrs {
     fn read_shared_msr(&mut self, msr: u32) -> Option<u64>;
 }
 
+impl<T: SharedMsrs + ?Sized> SharedMsrs for &mut T {
+    fn read_shared_msr(&mut self, msr: u32) -> Option<u64> {
+        (**self).read_shared_msr(msr)
+    }
+}
+
 /// Values captured by [`lock_registers`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegisterPins {

@@ -88,6 +88,12 @@ impl L1Memory for Fake {
     }
 }
 
+impl crate::pinning::SharedMsrs for Fake {
+    fn read_shared_msr(&mut self, _msr: u32) -> Option<u64> {
+        None
+    }
+}
+
 fn fake() -> Fake {
     Fake {
         mem: vec![0; 0x4000],

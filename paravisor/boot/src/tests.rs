@@ -39,6 +39,12 @@ impl L1Memory for Td {
     }
 }
 
+impl paravisor::pinning::SharedMsrs for Td {
+    fn read_shared_msr(&mut self, msr: u32) -> Option<u64> {
+        self.0.shared_msr(0, msr)
+    }
+}
+
 const MIB: u64 = 1 << 20;
 const L1: L1Image = L1Image {
     start: 0x20_0000,

@@ -285,3 +285,114 @@ fn attack_suite_is_blocked() {
         "one #GP per attack and no other event"
     );
 }
+
+/// The same attacks after a guest kernel that protected itself through the
+/// HEKI boot calls (`paravisor::heki::HekiService`): it sets its syscall MSRs,
+/// calls LOCK_REGS, PROTECT_MEMORY for its layout and SIGNAL_END_OF_BOOT, and
+/// is then taken over.
+#[test]
+fn attack_suite_is_blocked_after_the_heki_boot_calls() {
+    use crate::heki::{alias_guest_memory, call, put_list, service};
+    use heki_tdx::abi::{HekiCall, MemAttr};
+
+    let mut cfg = crate::heki::heki_config();
+    let mut state = cfg.initial.unwrap();
+    state.efer = 0xD01;
+    cfg.initial = Some(state);
+    for msr in [
+        MSR_CSTAR,
+        MSR_SFMASK,
+        MSR_SYSENTER_CS,
+        MSR_SYSENTER_ESP,
+        MSR_SYSENTER_EIP,
+        MSR_EFER,
+    ] {
+        cfg.msr_passthrough.push(MsrPassthrough {
+            msr,
+            read: true,
+            write: true,
+        });
+    }
+    let (cr0, cr4) = (state.cr0, state.cr4);
+    let mut engine = tdx_model::engine::ScriptedEngine::new(CODE);
+    for (msr, value) in [
+        (MSR_LSTAR, KERNEL_LSTAR),
+        (MSR_STAR, 0x0023_0010_0000_0000),
+        (MSR_SYSENTER_EIP, KERNEL_LSTAR + 0x40),
+        (MSR_SFMASK, 0x4_7700),
+        (MSR_CSTAR, KERNEL_LSTAR + 0x80),
+    ] {
+        engine.extend(wrmsr("boot", msr, value).actions);
+    }
+    engine.extend(call(HekiCall::LockRegs, 0, 0));
+    engine.extend(call(HekiCall::ProtectMemory, DATA, 4));
+    engine.extend(call(HekiCall::SignalEndOfBoot, 0, 0));
+    let mut rips = Vec::new();
+    let suite = attacks(cr0, cr4);
+    for attack in &suite {
+        let mut last = 0;
+        for a in &attack.actions {
+            last = engine.push(*a);
+        }
+        rips.push(last);
+    }
+    engine.push(L2Action::Hlt);
+
+    let mut td = Td::new(engine);
+    alias_guest_memory(&mut td);
+    let (r, rw, rx) = (
+        MemAttr::READ.bits(),
+        (MemAttr::READ | MemAttr::WRITE).bits(),
+        (MemAttr::READ | MemAttr::EXEC).bits(),
+    );
+    put_list(
+        &mut td,
+        DATA,
+        &[
+            (TEXT, TEXT + 0x1000, rx),
+            (RODATA, RODATA + 0x1000, r),
+            (KDATA, KDATA + 0x1000, rw),
+            (USER, USER + 0x1000, r),
+        ],
+    );
+    td.0.write_memory(TEXT, &[0x90; 0x20]).unwrap();
+    td.0.write_memory(RODATA, &[0x52; 0x20]).unwrap();
+    let mut vcpu = boot(&mut td, &cfg);
+    let mut heki = service();
+    let mut statuses = Vec::new();
+    while statuses.len() < 3 {
+        let r = step(&mut td, &mut vcpu, &mut heki).expect("boot runs");
+        if r.exit.exit_reason().basic() == tdcall::vmx::reason::VMCALL {
+            statuses.push(vcpu.state.gprs[8] as i64);
+        }
+    }
+    assert_eq!(
+        statuses,
+        [0, 0, 0],
+        "LOCK_REGS, PROTECT_MEMORY, END_OF_BOOT"
+    );
+    let before = snapshot(&td);
+    assert_eq!(
+        heki.pins()
+            .map(|p| p.msrs.contains(&(MSR_LSTAR, KERNEL_LSTAR))),
+        Some(true)
+    );
+
+    assert_eq!(run(&mut td, &mut vcpu, &mut heki), StopReason::Halted);
+    let after = snapshot(&td);
+    let mut blocked = 0;
+    let mut report = String::new();
+    for (attack, rip) in suite.iter().zip(&rips) {
+        let gp = td.events().iter().any(|e| *e == gp0_at(*rip));
+        blocked += gp as usize;
+        let verdict = if gp { "BLOCKED" } else { "ALLOWED" };
+        report.push_str(&format!("attack {}: {verdict}\n", attack.name));
+    }
+    println!(
+        "{report}attacks: {blocked} blocked, {} allowed",
+        suite.len() - blocked
+    );
+    assert_eq!(blocked, suite.len(), "{report}");
+    assert_eq!(before, after, "no targeted register or byte changed");
+    assert_eq!(td.events().len(), suite.len(), "one #GP per attack only");
+}

@@ -21,6 +21,8 @@ mod ept;
 #[cfg(test)]
 mod ept_planner;
 #[cfg(test)]
+mod heki;
+#[cfg(test)]
 mod hlt;
 #[cfg(test)]
 mod io;

@@ -1,6 +1,7 @@
 //! Everything that only exists on bare metal. `unsafe` is confined to
 //! [`entry`] (the 32-bit entry), [`idt`] (IDT fill and LIDT), [`heap`]
-//! (allocator init) and [`phys`] (raw memory by GPA, `.bss` zeroing).
+//! (allocator init) and [`phys`] (raw memory by GPA, `.bss` zeroing, RDMSR
+//! of the shared syscall MSRs).
 
 mod console;
 mod entry;

@@ -4,6 +4,7 @@
 
 use core::cell::UnsafeCell;
 
+use paravisor::pinning::SharedMsrs;
 use paravisor::{L1Memory, MemoryError};
 use paravisor_boot::boot::L1Pages;
 use paravisor_boot::bootinfo::{L1Image, PAGE_SIZE};
@@ -113,6 +114,33 @@ impl TdPlatform {
             Some(end) if self.ranges.iter().any(|&(s, e)| gpa >= s && end <= e) => Ok(()),
             _ => Err(MemoryError::OutOfRange { gpa, len }),
         }
+    }
+}
+
+/// The MSRs TDX shares between L1 and L2 (tdx-abi.md §2.10) that
+/// [`SharedMsrs`] reads: STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE. Reading
+/// any other MSR from L1 could #VE in a TD, so it is refused.
+const SHARED_MSRS: [u32; 5] = [0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, 0xC000_0102];
+
+impl SharedMsrs for TdPlatform {
+    fn read_shared_msr(&mut self, msr: u32) -> Option<u64> {
+        if !SHARED_MSRS.contains(&msr) {
+            return None;
+        }
+        let (lo, hi): (u32, u32);
+        // SAFETY: RDMSR of one of the shared syscall MSRs, which a TD's L1 reads
+        // natively (after an L2 exit they hold L2's values, §2.10); it writes
+        // EDX:EAX only and touches no memory.
+        unsafe {
+            core::arch::asm!(
+                "rdmsr",
+                in("ecx") msr,
+                out("eax") lo,
+                out("edx") hi,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        Some(((hi as u64) << 32) | lo as u64)
     }
 }
 

@@ -1,0 +1,761 @@
+//! The HEKI boot calls (heki-lvbs-abi.md §2.2, §4, §5.2–§5.4; design.md §4):
+//! `LOCK_REGS`, `PROTECT_MEMORY`, `LOAD_KDATA` and `SIGNAL_END_OF_BOOT`.
+//!
+//! [`HekiService`] owns everything the calls change, so one struct serves the
+//! calls *and* enforces their effect: it implements [`HypercallHandler`] and
+//! [`ExitHandlers`] (its `hypercalls()` is itself), holding
+//!
+//! * the register pins — a [`PinnedCr`] and a [`PinnedMsrs`] that
+//!   `LOCK_REGS` locks after [`lock_registers`] succeeded on this vCPU;
+//! * the L2 VM's page states — an [`Ept`] with [`ept::Policy::LVBS`] (readable
+//!   pages are also user-executable, only kernel text is supervisor-executable);
+//! * the kernel data blobs of `LOAD_KDATA` ([`KdataStore`]);
+//! * the next hypercall handler, which gets every id this service does not
+//!   serve (the probe echo, the TEE id, ...).
+//!
+//! Every argument comes from a guest that may be hostile after boot: the
+//! `heki_page` chain is copied once through the bounded parser of
+//! [`heki_tdx::pages`] (page count, range count, cycles, alignment), every
+//! range must lie inside the configured L2 memory and outside the paravisor's
+//! own ranges, the total work of one call is capped by the size of L2 memory,
+//! and one `PROTECT_MEMORY` call is one [`Ept::transition_batch`]: either every
+//! range is applied or none. Failures are statuses (negative errno in R8), never
+//! panics.
+//!
+//! Ordering: the boot-only calls (`LOCK_REGS`, `PROTECT_MEMORY`, `LOAD_KDATA`)
+//! return `-EPERM` after `SIGNAL_END_OF_BOOT`, which is idempotent. `LOCK_REGS`
+//! is accepted once per vCPU (`-EINVAL` the second time) and `LOAD_KDATA`
+//! once (the certificates are write-once). Before the end of boot the guest
+//! kernel is trusted, so the calls may come in any order.
+//!
+//! Memory the guest never protected keeps the boot alias the paravisor gave
+//! it (R|W|Xs|Xu); the [`Ept`] does not track it (it counts as unmapped there,
+//! which only makes a rollback stricter). With
+//! [`HekiConfig::nx_unprotected_at_end_of_boot`] the end of boot moves all of
+//! it to kernel data (R|W|Xu, no Xs), so that afterwards only kernel text is
+//! supervisor-executable (design.md §4).
+//!
+//! One service serves one L1 vCPU and its L2 vCPU. With several vCPUs the
+//! [`Ept`], the phase and the kernel data must be shared between the
+//! per-vCPU services (not done yet: the emulator runs one vCPU).
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use ept::{Authority, Ept, EptError, GpaRange, PageState, PolicyError, SealedKind, PAGE};
+use heki_tdx::abi::{return_value, Errno, HekiCall, MemAttr, ToErrno};
+use heki_tdx::modsig::Blocklist;
+use heki_tdx::pages::{self, GuestMemory, GuestMemoryError, Limits};
+use tdcall::L2Vm;
+
+use crate::handlers::{
+    AllowCrWrites, CpuidPolicy, CrPolicy, DefaultCpuidPolicy, EnosysHypercalls, ExitHandlers,
+    HypercallArgs, HypercallContext, HypercallHandler, MsrPolicy, MsrTable,
+};
+use crate::memory::Platform;
+use crate::pinning::{lock_registers, PinnedCr, PinnedMsrs, RegisterPins};
+
+/// What the service may touch, and its bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HekiConfig {
+    /// The L2 VM served.
+    pub vm: L2Vm,
+    /// L2 memory `[start, end)`: the only GPAs the guest may name (heki pages,
+    /// blobs and protected ranges). L2 GPA = L1 GPA (the L2 alias of VM #1).
+    pub guest_memory: (u64, u64),
+    /// The paravisor's own ranges `[start, end)` (image, heap, stacks, vAPIC
+    /// page, TDG.VP.ENTER buffer, BootInfo): a request touching them is
+    /// refused even if it also lies inside `guest_memory`.
+    pub private: Vec<(u64, u64)>,
+    /// Bounds of one `heki_page` chain and of one blob.
+    pub limits: Limits,
+    /// Most bytes `LOAD_KDATA` may store in total.
+    pub max_kdata_bytes: usize,
+    /// At `SIGNAL_END_OF_BOOT`, make every page of `guest_memory` the guest did
+    /// not protect kernel data (R|W|Xu): nothing but kernel text stays
+    /// supervisor-executable.
+    pub nx_unprotected_at_end_of_boot: bool,
+}
+
+impl HekiConfig {
+    /// A configuration for `vm` over `guest_memory` with the paravisor's
+    /// `private` ranges: 64 list pages (8128 ranges) per call, blobs of at
+    /// most 1 MiB and 2 MiB of kernel data in total (sized for a 2 MiB L1
+    /// heap), 52-bit GPAs, unprotected memory made non-executable for the
+    /// kernel at the end of boot.
+    pub fn new(vm: L2Vm, guest_memory: (u64, u64), private: Vec<(u64, u64)>) -> Self {
+        HekiConfig {
+            vm,
+            guest_memory,
+            private,
+            limits: Limits {
+                max_pages: 64,
+                max_ranges: 64 * pages::RANGES_PER_PAGE,
+                max_gpa: 1 << 52,
+                max_blob_bytes: 1 << 20,
+            },
+            max_kdata_bytes: 2 << 20,
+            nx_unprotected_at_end_of_boot: true,
+        }
+    }
+
+    /// Whether `[start, end)` overlaps one of the paravisor's own ranges.
+    pub fn overlaps_private(&self, start: u64, end: u64) -> bool {
+        self.private.iter().any(|&(s, e)| start < e && s < end)
+    }
+
+    /// Whether `[start, end)` (non-empty) lies inside L2 memory.
+    pub fn inside_guest_memory(&self, start: u64, end: u64) -> bool {
+        let (s, e) = self.guest_memory;
+        start < end && start >= s && end <= e
+    }
+
+    /// Pages of L2 memory: the most one call may change.
+    pub fn guest_pages(&self) -> u64 {
+        let (s, e) = self.guest_memory;
+        e.saturating_sub(s) / PAGE
+    }
+}
+
+/// The page state a `PROTECT_MEMORY` attribute asks for (§3.2, §5.3):
+/// READ → rodata, READ|WRITE → kernel data, READ|EXEC → kernel text, and
+/// IMMUTABLE seals the read-only and text states. Anything else is refused:
+/// writable and executable together (W^X), write or execute without read,
+/// and an immutable writable page.
+pub fn page_state(attr: MemAttr) -> Option<PageState> {
+    let base = attr.difference(MemAttr::IMMUTABLE);
+    let immutable = attr.contains(MemAttr::IMMUTABLE);
+    let rw = MemAttr::READ.union(MemAttr::WRITE);
+    let rx = MemAttr::READ.union(MemAttr::EXEC);
+    Some(match (base, immutable) {
+        (b, false) if b == MemAttr::READ => PageState::Rodata,
+        (b, false) if b == rw => PageState::KernelData,
+        (b, false) if b == rx => PageState::KernelText,
+        (b, true) if b == MemAttr::READ => PageState::Sealed(SealedKind::ReadOnly),
+        (b, true) if b == rx => PageState::Sealed(SealedKind::Text),
+        _ => return None,
+    })
+}
+
+/// The errno of a refused or failed [`Ept`] change.
+pub fn ept_errno(e: &EptError) -> Errno {
+    match e {
+        EptError::Policy(PolicyError::Sealed { .. }) => Errno::EPERM,
+        EptError::Policy(PolicyError::LoosenAfterBoot { .. }) => Errno::EPERM,
+        EptError::Policy(PolicyError::ParavisorPrivate { .. }) => Errno::EINVAL,
+        EptError::Policy(PolicyError::TooLarge) => Errno::ERANGE,
+        EptError::Apply(_) => Errno::EIO,
+    }
+}
+
+/// The blobs of `LOAD_KDATA`, copied into L1 memory (§5.4). Module and kexec
+/// validation will read them; for now they are checked for shape, stored and
+/// counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KdataStore {
+    /// Concatenated DER certificates (type 0), checked to be DER SEQUENCEs.
+    pub system_certs: Vec<u8>,
+    /// Number of certificates in `system_certs`.
+    pub certificates: usize,
+    /// Revocation certificates (type 1), possibly empty.
+    pub revocation_certs: Vec<u8>,
+    /// Blocklist hash slots (type 2), checked to parse.
+    pub blocklist: Vec<u8>,
+    /// `struct heki_kinfo` (type 3).
+    pub kernel_info: Vec<u8>,
+    /// The kernel's `.rodata` (type 4).
+    pub kernel_data: Vec<u8>,
+    /// Core-kernel patch info (type 5).
+    pub patch_info: Vec<u8>,
+    /// Kexec trampoline pages (type 6): `[pa, epa)` ranges.
+    pub kexec_trampoline: Vec<(u64, u64)>,
+    /// Successful `LOAD_KDATA` calls (0 or 1).
+    pub loads: u32,
+}
+
+impl KdataStore {
+    /// Bytes stored.
+    pub fn bytes(&self) -> usize {
+        self.system_certs.len()
+            + self.revocation_certs.len()
+            + self.blocklist.len()
+            + self.kernel_info.len()
+            + self.kernel_data.len()
+            + self.patch_info.len()
+    }
+}
+
+/// Walks a list of concatenated DER SEQUENCEs (a certificate list), allowing
+/// zero padding after the last one; returns how many there are, `None` if the
+/// list is empty or malformed. Bounded by the list length.
+pub fn count_der_sequences(mut rest: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    while !rest.is_empty() {
+        if rest.iter().all(|b| *b == 0) && n > 0 {
+            break;
+        }
+        let (&tag, tail) = rest.split_first()?;
+        if tag != 0x30 {
+            return None;
+        }
+        let (&first, tail) = tail.split_first()?;
+        let (len, tail) = match first {
+            0..=0x7F => (first as usize, tail),
+            0x81..=0x84 => {
+                let k = (first & 0x7F) as usize;
+                let bytes = tail.get(..k)?;
+                let len = bytes.iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+                (len, &tail[k..])
+            }
+            _ => return None,
+        };
+        rest = tail.get(len..)?;
+        n += 1;
+    }
+    (n > 0).then_some(n)
+}
+
+/// Counters of the service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HekiStats {
+    /// Calls served by this service (all four ids).
+    pub calls: u64,
+    /// Of those, calls answered with an error.
+    pub refused: u64,
+    /// Ranges applied by successful `PROTECT_MEMORY` calls.
+    pub ranges_protected: u64,
+    /// Pages changed by successful `PROTECT_MEMORY` calls.
+    pub pages_protected: u64,
+    /// TDG.MEM.PAGE.ATTR.WR calls made by this service.
+    pub attr_writes: u64,
+    /// Pages moved to kernel data at the end of boot.
+    pub pages_made_nx: u64,
+}
+
+/// L2 memory as [`heki_tdx::pages`] reads it: only GPAs inside
+/// [`HekiConfig::guest_memory`], outside the paravisor's ranges and not
+/// paravisor-private in the [`Ept`].
+struct L2Memory<'a> {
+    platform: &'a mut dyn Platform,
+    config: &'a HekiConfig,
+    ept: &'a Ept,
+}
+
+impl GuestMemory for L2Memory<'_> {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        let err = GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let end = gpa.checked_add(buf.len() as u64).ok_or(err)?;
+        if !self.config.inside_guest_memory(gpa, end) || self.config.overlaps_private(gpa, end) {
+            return Err(err);
+        }
+        let mut page = gpa & !(PAGE - 1);
+        while page < end {
+            if self.ept.state(page) == PageState::ParavisorPrivate {
+                return Err(err);
+            }
+            page += PAGE;
+        }
+        self.platform.read(gpa, buf).map_err(|_| err)
+    }
+}
+
+/// The HEKI boot calls plus the register pins and the page states they set;
+/// see the module documentation. `Next` serves every other hypercall id.
+#[derive(Debug)]
+pub struct HekiService<
+    Next = EnosysHypercalls,
+    Cr = AllowCrWrites,
+    Ms = MsrTable,
+    Cp = DefaultCpuidPolicy,
+> {
+    config: HekiConfig,
+    /// The L2 VM's page states.
+    pub ept: Ept,
+    /// The CR0/CR4 policy, locked by `LOCK_REGS`.
+    pub cr: PinnedCr<Cr>,
+    /// The MSR policy, locked by `LOCK_REGS`.
+    pub msr: PinnedMsrs<Ms>,
+    /// The CPUID policy.
+    pub cpuid: Cp,
+    /// The handler of every id this service does not serve.
+    pub next: Next,
+    pins: Option<RegisterPins>,
+    ended: bool,
+    kdata: KdataStore,
+    /// Counters.
+    pub stats: HekiStats,
+    /// How often [`ExitHandlers::pending_interrupt`] ran.
+    pub pending_interrupts: u64,
+}
+
+impl HekiService {
+    /// A service with the default CR, MSR and CPUID policies and `-ENOSYS` for
+    /// other ids. `ept` must track `config.vm` with the LVBS policy; the
+    /// paravisor registers its own pages in it (as
+    /// [`PageState::ParavisorPrivate`]) before handing it over.
+    pub fn new(config: HekiConfig, ept: Ept) -> Self {
+        HekiService {
+            config,
+            ept,
+            cr: PinnedCr::new(AllowCrWrites),
+            msr: PinnedMsrs::new(MsrTable::default()),
+            cpuid: DefaultCpuidPolicy,
+            next: EnosysHypercalls,
+            pins: None,
+            ended: false,
+            kdata: KdataStore::default(),
+            stats: HekiStats::default(),
+            pending_interrupts: 0,
+        }
+    }
+}
+
+impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
+    /// Replaces the handler of the ids this service does not serve.
+    pub fn with_next<T>(self, next: T) -> HekiService<T, Cr, Ms, Cp> {
+        HekiService {
+            config: self.config,
+            ept: self.ept,
+            cr: self.cr,
+            msr: self.msr,
+            cpuid: self.cpuid,
+            next,
+            pins: self.pins,
+            ended: self.ended,
+            kdata: self.kdata,
+            stats: self.stats,
+            pending_interrupts: self.pending_interrupts,
+        }
+    }
+
+    /// Replaces the base MSR policy (it serves every MSR that is not pinned).
+    pub fn with_msr_policy<T>(self, msr: T) -> HekiService<Next, Cr, T, Cp> {
+        HekiService {
+            config: self.config,
+            ept: self.ept,
+            cr: self.cr,
+            msr: PinnedMsrs::new(msr),
+            cpuid: self.cpuid,
+            next: self.next,
+            pins: self.pins,
+            ended: self.ended,
+            kdata: self.kdata,
+            stats: self.stats,
+            pending_interrupts: self.pending_interrupts,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HekiConfig {
+        &self.config
+    }
+
+    /// The values `LOCK_REGS` pinned, once it ran.
+    pub fn pins(&self) -> Option<&RegisterPins> {
+        self.pins.as_ref()
+    }
+
+    /// Whether `SIGNAL_END_OF_BOOT` ran.
+    pub fn boot_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The stored kernel data.
+    pub fn kdata(&self) -> &KdataStore {
+        &self.kdata
+    }
+}
+
+/// Why a call failed, for the log.
+struct Refusal(Errno, &'static str);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
+
+type CallResult = Result<u64, Refusal>;
+
+fn refuse<T>(errno: Errno, why: &'static str) -> Result<T, Refusal> {
+    Err(Refusal(errno, why))
+}
+
+impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp>
+where
+    Ms: MsrPolicy,
+{
+    fn boot_only(&self, call: HekiCall) -> Result<(), Refusal> {
+        if call.boot_only() && self.ended {
+            return refuse(Errno::EPERM, "boot-only call after SIGNAL_END_OF_BOOT");
+        }
+        Ok(())
+    }
+
+    fn lock_regs(&mut self, cx: &mut HypercallContext<'_>) -> CallResult {
+        if self.pins.is_some() {
+            return refuse(Errno::EINVAL, "registers of this vCPU are locked already");
+        }
+        let pins = lock_registers(&mut *cx.platform, cx.vm, &mut self.msr.base).map_err(|e| {
+            log::error!("LOCK_REGS: {e:?}");
+            Refusal(Errno::EIO, "capturing or pinning the registers failed")
+        })?;
+        self.cr.lock(&pins);
+        self.msr.lock(&pins);
+        for (msr, value) in pins.msrs {
+            log::info!("LOCK_REGS: MSR {msr:#x} frozen at {value:#x}");
+        }
+        self.pins = Some(pins);
+        Ok(0)
+    }
+
+    fn protect_memory(&mut self, cx: &mut HypercallContext<'_>, a: &HypercallArgs) -> CallResult {
+        let ranges = {
+            let mut mem = L2Memory {
+                platform: &mut *cx.platform,
+                config: &self.config,
+                ept: &self.ept,
+            };
+            pages::read_ranges::<MemAttr, _>(&mut mem, a.a1, a.a2, &self.config.limits).map_err(
+                |e| {
+                    log::warn!("PROTECT_MEMORY: {e}");
+                    Refusal(e.errno(), "bad heki_page chain")
+                },
+            )?
+        };
+        let budget = self.config.guest_pages();
+        let mut pages_total: u64 = 0;
+        let mut requests = Vec::with_capacity(ranges.len());
+        for (i, r) in ranges.iter().enumerate() {
+            if self.config.overlaps_private(r.pa, r.epa) {
+                log::warn!(
+                    "PROTECT_MEMORY: range {i} {:#x}..{:#x} overlaps paravisor memory",
+                    r.pa,
+                    r.epa
+                );
+                return refuse(Errno::EINVAL, "range overlaps paravisor memory");
+            }
+            if !self.config.inside_guest_memory(r.pa, r.epa) {
+                log::warn!(
+                    "PROTECT_MEMORY: range {i} {:#x}..{:#x} is not L2 memory",
+                    r.pa,
+                    r.epa
+                );
+                return refuse(Errno::EFAULT, "range outside L2 memory");
+            }
+            let Some(state) = page_state(r.attr) else {
+                log::warn!(
+                    "PROTECT_MEMORY: range {i} {:#x}..{:#x} attributes {:?}",
+                    r.pa,
+                    r.epa,
+                    r.attr
+                );
+                return refuse(Errno::EINVAL, "attribute combination not allowed");
+            };
+            let Some(range) = GpaRange::new(r.pa, r.epa) else {
+                return refuse(Errno::EINVAL, "range not page aligned");
+            };
+            pages_total = pages_total.saturating_add(range.len_pages());
+            if pages_total > budget {
+                return refuse(Errno::ERANGE, "ranges cover more pages than L2 memory");
+            }
+            requests.push((range, state));
+        }
+        let report = self
+            .ept
+            .transition_batch(&mut *cx.platform, &requests, Authority::Guest)
+            .map_err(|e| {
+                log::warn!("PROTECT_MEMORY: {e:?}");
+                Refusal(ept_errno(&e), "page-state change refused or failed")
+            })?;
+        if report.calls > 0 {
+            cx.invalidate_translations();
+        }
+        self.stats.attr_writes += u64::from(report.calls);
+        self.stats.ranges_protected += requests.len() as u64;
+        self.stats.pages_protected += pages_total;
+        log::info!(
+            "PROTECT_MEMORY: {} range(s), {pages_total} page(s), {} ATTR.WR ({} x 2M, {} busy retries)",
+            requests.len(),
+            report.calls,
+            report.calls_2m,
+            report.busy_retries
+        );
+        Ok(0)
+    }
+
+    fn load_kdata(&mut self, cx: &mut HypercallContext<'_>, a: &HypercallArgs) -> CallResult {
+        if self.kdata.loads > 0 {
+            return refuse(Errno::EINVAL, "kernel data (certificates) are write-once");
+        }
+        let k = {
+            let mut mem = L2Memory {
+                platform: &mut *cx.platform,
+                config: &self.config,
+                ept: &self.ept,
+            };
+            pages::read_kdata(&mut mem, a.a1, a.a2, &self.config.limits).map_err(|e| {
+                log::warn!("LOAD_KDATA: {e}");
+                Refusal(e.errno(), "bad kernel data")
+            })?
+        };
+        let Some(certificates) = count_der_sequences(&k.system_certs) else {
+            return refuse(Errno::EINVAL, "system certificates are not DER SEQUENCEs");
+        };
+        if !k.revocation_certs.is_empty() && count_der_sequences(&k.revocation_certs).is_none() {
+            return refuse(
+                Errno::EINVAL,
+                "revocation certificates are not DER SEQUENCEs",
+            );
+        }
+        if let Err(e) = Blocklist::parse_slots(&k.blocklist) {
+            log::warn!("LOAD_KDATA: {e}");
+            return refuse(e.errno(), "bad blocklist");
+        }
+        let mut trampoline = Vec::with_capacity(k.kexec_trampoline.len());
+        for r in &k.kexec_trampoline {
+            if !self.config.inside_guest_memory(r.pa, r.epa)
+                || self.config.overlaps_private(r.pa, r.epa)
+            {
+                return refuse(Errno::EFAULT, "kexec trampoline outside L2 memory");
+            }
+            trampoline.push((r.pa, r.epa));
+        }
+        let store = KdataStore {
+            system_certs: k.system_certs,
+            certificates,
+            revocation_certs: k.revocation_certs,
+            blocklist: k.blocklist,
+            kernel_info: k.kernel_info,
+            kernel_data: k.kernel_data,
+            patch_info: k.patch_info,
+            kexec_trampoline: trampoline,
+            loads: 1,
+        };
+        if store.bytes() > self.config.max_kdata_bytes {
+            return refuse(Errno::ERANGE, "kernel data too large");
+        }
+        log::info!(
+            "LOAD_KDATA: {certificates} certificate(s) ({} bytes), revocation {} bytes, blocklist {} bytes, kinfo {} bytes, rodata {} bytes, patch info {} bytes, {} trampoline range(s)",
+            store.system_certs.len(),
+            store.revocation_certs.len(),
+            store.blocklist.len(),
+            store.kernel_info.len(),
+            store.kernel_data.len(),
+            store.patch_info.len(),
+            store.kexec_trampoline.len()
+        );
+        self.kdata = store;
+        Ok(0)
+    }
+
+    fn end_of_boot(&mut self, cx: &mut HypercallContext<'_>) -> CallResult {
+        if self.ended {
+            return Ok(0);
+        }
+        if self.pins.is_none() {
+            log::warn!("SIGNAL_END_OF_BOOT before LOCK_REGS: registers stay unpinned");
+        }
+        let mut result = Ok(0);
+        if self.config.nx_unprotected_at_end_of_boot {
+            let (start, end) = self.config.guest_memory;
+            let mut unprotected: Vec<(GpaRange, PageState)> = Vec::new();
+            let mut page = start & !(PAGE - 1);
+            while page < end {
+                if self.ept.state(page) == PageState::Unmapped
+                    && !self.config.overlaps_private(page, page + PAGE)
+                {
+                    match unprotected.last_mut() {
+                        Some((r, _)) if r.end == page => r.end = page + PAGE,
+                        _ => {
+                            if let Some(r) = GpaRange::new(page, page + PAGE) {
+                                unprotected.push((r, PageState::KernelData));
+                            }
+                        }
+                    }
+                }
+                page += PAGE;
+            }
+            let pages: u64 = unprotected.iter().map(|(r, _)| r.len_pages()).sum();
+            match self
+                .ept
+                .transition_batch(&mut *cx.platform, &unprotected, Authority::Paravisor)
+            {
+                Ok(report) => {
+                    if report.calls > 0 {
+                        cx.invalidate_translations();
+                    }
+                    self.stats.attr_writes += u64::from(report.calls);
+                    self.stats.pages_made_nx += pages;
+                    log::info!(
+                        "SIGNAL_END_OF_BOOT: {pages} unprotected page(s) in {} range(s) made kernel data (no Xs): {} ATTR.WR ({} x 2M)",
+                        unprotected.len(),
+                        report.calls,
+                        report.calls_2m
+                    );
+                }
+                Err(e) => {
+                    log::error!("SIGNAL_END_OF_BOOT: removing Xs from unprotected memory: {e:?}");
+                    cx.invalidate_translations();
+                    result = refuse(Errno::EIO, "removing Xs from unprotected memory failed");
+                }
+            }
+        }
+        // The phase ends even if the sweep failed: fail closed.
+        self.ept.end_boot();
+        self.ended = true;
+        log::info!("SIGNAL_END_OF_BOOT: boot-only calls are refused from now on");
+        result
+    }
+}
+
+impl<Next, Cr, Ms, Cp> HypercallHandler for HekiService<Next, Cr, Ms, Cp>
+where
+    Next: HypercallHandler,
+    Ms: MsrPolicy,
+{
+    fn handle(&mut self, cx: &mut HypercallContext<'_>, args: &HypercallArgs) -> u64 {
+        let call = match HekiCall::from_id(args.id) {
+            Some(
+                c @ (HekiCall::LockRegs
+                | HekiCall::ProtectMemory
+                | HekiCall::LoadKdata
+                | HekiCall::SignalEndOfBoot),
+            ) => c,
+            _ => return self.next.handle(cx, args),
+        };
+        self.stats.calls += 1;
+        let result = if cx.vm != self.config.vm {
+            refuse(
+                Errno::EINVAL,
+                "call from an L2 VM this service does not serve",
+            )
+        } else {
+            self.boot_only(call).and_then(|()| match call {
+                HekiCall::LockRegs => self.lock_regs(cx),
+                HekiCall::ProtectMemory => self.protect_memory(cx, args),
+                HekiCall::LoadKdata => self.load_kdata(cx, args),
+                _ => self.end_of_boot(cx),
+            })
+        };
+        match result {
+            Ok(v) => {
+                log::info!("HEKI {}: OK", call.name());
+                return_value(Ok(v))
+            }
+            Err(r) => {
+                self.stats.refused += 1;
+                log::warn!("HEKI {} ({:#x}, {:#x}): {r}", call.name(), args.a1, args.a2);
+                return_value(Err(r.0))
+            }
+        }
+    }
+}
+
+impl<Next, Cr, Ms, Cp> ExitHandlers for HekiService<Next, Cr, Ms, Cp>
+where
+    Next: HypercallHandler,
+    Cr: CrPolicy,
+    Ms: MsrPolicy,
+    Cp: CpuidPolicy,
+{
+    fn hypercalls(&mut self) -> &mut dyn HypercallHandler {
+        self
+    }
+    fn cr_policy(&mut self) -> &mut dyn CrPolicy {
+        &mut self.cr
+    }
+    fn msr_policy(&mut self) -> &mut dyn MsrPolicy {
+        &mut self.msr
+    }
+    fn cpuid_policy(&mut self) -> &mut dyn CpuidPolicy {
+        &mut self.cpuid
+    }
+    fn pending_interrupt(&mut self, _platform: &mut dyn Platform) {
+        self.pending_interrupts += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_map_to_states() {
+        let r = MemAttr::READ;
+        let w = MemAttr::WRITE;
+        let x = MemAttr::EXEC;
+        let i = MemAttr::IMMUTABLE;
+        assert_eq!(page_state(r), Some(PageState::Rodata));
+        assert_eq!(page_state(r | w), Some(PageState::KernelData));
+        assert_eq!(page_state(r | x), Some(PageState::KernelText));
+        assert_eq!(
+            page_state(r | i),
+            Some(PageState::Sealed(SealedKind::ReadOnly))
+        );
+        assert_eq!(
+            page_state(r | x | i),
+            Some(PageState::Sealed(SealedKind::Text))
+        );
+        for bad in [
+            r | w | x,
+            w,
+            x,
+            w | x,
+            i,
+            r | w | i,
+            x | i,
+            MemAttr::empty(),
+        ] {
+            assert_eq!(page_state(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn der_lists() {
+        assert_eq!(count_der_sequences(&[0x30, 0x00]), Some(1));
+        assert_eq!(
+            count_der_sequences(&[0x30, 0x01, 0xAA, 0x30, 0x00]),
+            Some(2)
+        );
+        assert_eq!(
+            count_der_sequences(&[0x30, 0x81, 0x01, 0xAA, 0, 0, 0]),
+            Some(1)
+        );
+        assert_eq!(
+            count_der_sequences(&[0x30, 0x82, 0x00, 0x02, 1, 2]),
+            Some(1)
+        );
+        assert_eq!(count_der_sequences(&[]), None);
+        assert_eq!(count_der_sequences(&[0, 0]), None);
+        assert_eq!(count_der_sequences(&[0x31, 0x00]), None);
+        assert_eq!(count_der_sequences(&[0x30, 0x05, 1]), None);
+        assert_eq!(count_der_sequences(&[0x30, 0x85, 0, 0, 0, 0, 0]), None);
+        assert_eq!(
+            count_der_sequences(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]),
+            None
+        );
+    }
+
+    #[test]
+    fn config_bounds() {
+        let c = HekiConfig::new(
+            L2Vm::Vm1,
+            (0x100_0000, 0x300_0000),
+            alloc::vec![(0x20_0000, 0x60_0000)],
+        );
+        assert!(c.inside_guest_memory(0x100_0000, 0x100_1000));
+        assert!(!c.inside_guest_memory(0x0FF_F000, 0x100_1000));
+        assert!(!c.inside_guest_memory(0x2FF_F000, 0x300_1000));
+        assert!(!c.inside_guest_memory(0x100_1000, 0x100_1000));
+        assert!(c.overlaps_private(0x5F_F000, 0x60_1000));
+        assert!(!c.overlaps_private(0x60_0000, 0x60_1000));
+        assert_eq!(c.guest_pages(), 0x2000);
+    }
+}
