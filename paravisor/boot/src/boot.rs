@@ -4,9 +4,11 @@
 
 use core::fmt;
 
-use paravisor::{
-    setup_l2_vm, DefaultHandlers, MemoryError, Platform, SetupError, StopReason, Vcpu,
-};
+use alloc::vec;
+
+use ept::{Authority, Ept, GpaRange, PageState, Policy, SealedKind};
+use paravisor::heki::{HekiConfig, HekiService};
+use paravisor::{setup_l2_vm, MemoryError, Platform, SetupError, StopReason, Vcpu};
 use tdcall::field::td;
 use tdcall::leaves::{TdInfo, VmRd, VpInfo, VpVmcall};
 use tdcall::vmcall::{AccessSize, TdVmcall};
@@ -19,8 +21,9 @@ use crate::memory::{self, MemError};
 
 /// QEMU `isa-debug-exit`: a write of `v` ends the run with status `(v << 1) | 1`.
 pub const DEBUG_EXIT_PORT: u16 = 0xF4;
-/// The value L1 writes when the L2 loop stopped without L2 ending the run.
-pub const EXIT_LOOP_STOPPED: u8 = 0x7D;
+/// The value L1 writes when the L2 loop stopped without L2 ending the run
+/// (0x7D is the emulator's own internal-error code, docs/emulator.md).
+pub const EXIT_LOOP_STOPPED: u8 = 0x7C;
 /// Cap on TDG.VP.ENTER calls of one run.
 pub const MAX_ENTRIES: u64 = 10_000_000;
 
@@ -58,6 +61,10 @@ pub enum BootError {
     Alias(MemError),
     /// `setup_l2_vm` failed.
     Setup(SetupError),
+    /// Recording the paravisor's pages in the HEKI page states was refused.
+    HekiPolicy(ept::PolicyError),
+    /// Sealing the RO test page for the HEKI service failed (TDG.MEM.PAGE.ATTR.WR).
+    HekiApply(TdxError),
 }
 
 impl fmt::Display for BootError {
@@ -74,6 +81,8 @@ impl fmt::Display for BootError {
             BootError::Tables(e) => write!(f, "L2 page tables: {e}"),
             BootError::Alias(e) => write!(f, "aliasing L2: {e}"),
             BootError::Setup(e) => write!(f, "{e}"),
+            BootError::HekiPolicy(e) => write!(f, "HEKI page states: {e:?}"),
+            BootError::HekiApply(e) => write!(f, "HEKI page states: ATTR.WR: {e}"),
         }
     }
 }
@@ -89,6 +98,8 @@ pub struct Booted {
     pub vcpu: Vcpu,
     /// Self-check counts.
     pub tally: Tally,
+    /// The HEKI service and the exit policies it owns.
+    pub heki: Service,
 }
 
 fn inside(l1: &L1Image, gpa: u64, len: u64, align: u64) -> bool {
@@ -100,7 +111,7 @@ fn inside(l1: &L1Image, gpa: u64, len: u64, align: u64) -> bool {
 /// memory window to the L2 region in between.)
 pub fn boot<P: Platform>(p: &mut P, l1: &L1Image, pages: L1Pages) -> Result<Booted, BootError> {
     let (info, layout) = identify(p, l1, pages)?;
-    prepare_l2(p, info, layout, pages)
+    prepare_l2(p, info, layout, l1, pages)
 }
 
 /// TDG.VP.INFO (BSP only), TDG.VM.RD NUM_L2_VMS, and the validated BootInfo page.
@@ -160,11 +171,12 @@ pub fn identify<P: Platform>(
 }
 
 /// Accepts the L2 region, writes L2's tables, aliases the region to VM #1,
-/// runs the self-checks and sets the VM up.
+/// runs the self-checks, sets the VM up and creates its HEKI service.
 pub fn prepare_l2<P: Platform>(
     p: &mut P,
     info: TdInfo,
     layout: L2Layout,
+    l1: &L1Image,
     pages: L1Pages,
 ) -> Result<Booted, BootError> {
     let vm = L2Vm::Vm1;
@@ -209,15 +221,59 @@ pub fn prepare_l2<P: Platform>(
     for (reg, value) in l2::initial_gprs(&layout) {
         vcpu.state.gprs[reg] = value;
     }
+    let heki = heki_service(p, &layout, l1).map_err(|e| match e {
+        ept::EptError::Policy(e) => BootError::HekiPolicy(e),
+        ept::EptError::Apply(e) => BootError::HekiApply(e.error),
+    })?;
     Ok(Booted {
         info,
         layout,
         vcpu,
         tally,
+        heki,
     })
 }
 
-/// Runs L2 with the default handlers plus the probe echo until the loop stops.
+/// The HEKI service of the probe build (`paravisor::heki`), serving the boot
+/// calls with the probe echo as the next handler.
+pub type Service = HekiService<ProbeHypercalls>;
+
+/// The HEKI service for L2 VM #1: guest memory is the L2 region; the
+/// paravisor's image (text, data, stack, heap, vAPIC page, ENTER buffer) and
+/// the BootInfo page are [`PageState::ParavisorPrivate`] in its [`Ept`] and
+/// refused to every call; the RO test page is sealed read-only (R|Xu, as the
+/// contract aliases it). The private pages have no alias, so recording them
+/// costs no TDCALL; sealing the RO test page rewrites its attribute once.
+pub fn heki_service<P: Platform>(
+    p: &mut P,
+    layout: &L2Layout,
+    l1: &L1Image,
+) -> Result<Service, ept::EptError> {
+    let vm = L2Vm::Vm1;
+    let private = vec![
+        (l1.start, l1.end),
+        (BOOT_INFO_GPA, BOOT_INFO_GPA + bootinfo::PAGE_SIZE),
+    ];
+    let mut ept = Ept::new(vm, Policy::LVBS);
+    for &(start, end) in &private {
+        if let Some(range) = GpaRange::new(start, end) {
+            ept.transition(p, range, PageState::ParavisorPrivate, Authority::Paravisor)?;
+        }
+    }
+    if let Some(ro) = GpaRange::new(layout.ro_page, layout.ro_page + bootinfo::PAGE_SIZE) {
+        ept.transition(
+            p,
+            ro,
+            PageState::Sealed(SealedKind::ReadOnly),
+            Authority::Paravisor,
+        )?;
+    }
+    let config = HekiConfig::new(vm, (layout.base, layout.end()), private);
+    Ok(HekiService::new(config, ept).with_next(ProbeHypercalls::default()))
+}
+
+/// Runs L2 with the HEKI service (register pins, page states, boot calls) and
+/// the probe echo until the loop stops.
 pub fn run<P: Platform>(p: &mut P, booted: &mut Booted) -> (StopReason, ProbeHypercalls) {
     let l = &booted.layout;
     log::info!(
@@ -228,11 +284,23 @@ pub fn run<P: Platform>(p: &mut P, booted: &mut Booted) -> (StopReason, ProbeHyp
         l.size,
         l.pml4
     );
-    let mut handlers = DefaultHandlers::default().with_hypercalls(ProbeHypercalls::default());
-    let stop = booted.vcpu.run(p, &mut handlers, MAX_ENTRIES);
+    let handlers = &mut booted.heki;
+    let stop = booted.vcpu.run(p, handlers, MAX_ENTRIES);
     log::info!("L2 loop stopped: {stop}");
     log_stats(&booted.vcpu);
-    (stop, handlers.hypercalls)
+    let h = &handlers.stats;
+    log::info!(
+        "HEKI: {} call(s), {} refused, {} range(s) / {} page(s) protected, {} made non-executable, {} ATTR.WR, registers {}locked, boot {}",
+        h.calls,
+        h.refused,
+        h.ranges_protected,
+        h.pages_protected,
+        h.pages_made_nx,
+        h.attr_writes,
+        if handlers.pins().is_some() { "" } else { "not " },
+        if handlers.boot_ended() { "ended" } else { "not ended" }
+    );
+    (stop, handlers.next)
 }
 
 /// Logs the exit counters of `vcpu`.

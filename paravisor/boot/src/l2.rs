@@ -2,7 +2,13 @@
 //! tables in the last 64 KiB of the L2 region, a 64-bit initial state, and the
 //! "probe echo" hypercall.
 
-use paravisor::setup::{DescriptorTable, InitialState, L2VmConfig, Segment, AR_TSS_BUSY};
+use paravisor::pinning::{
+    MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+    MSR_SYSENTER_ESP,
+};
+use paravisor::setup::{
+    DescriptorTable, InitialState, L2VmConfig, MsrPassthrough, Segment, AR_TSS_BUSY,
+};
 use paravisor::{HypercallArgs, HypercallContext, HypercallHandler, L1Memory, MemoryError, ENOSYS};
 use tdcall::enter::gpr;
 use tdcall::L2Vm;
@@ -104,8 +110,31 @@ pub fn l2_config(layout: &L2Layout, vapic_gpa: u64, guest_state_gpa: u64) -> L2V
     let mut config = L2VmConfig::new(L2Vm::Vm1, vapic_gpa, guest_state_gpa);
     config.mbec = true;
     config.initial = Some(init);
+    config.msr_passthrough = PASSTHROUGH_MSRS
+        .iter()
+        .map(|&msr| MsrPassthrough {
+            msr,
+            read: true,
+            write: true,
+        })
+        .collect();
     config
 }
+
+/// MSRs L2 reads and writes without an exit: the syscall/sysenter MSRs and
+/// EFER, which the kernel sets up before LOCK_REGS (the module itself keeps
+/// EFER's fixed bits, §4). LOCK_REGS then write-intercepts them
+/// (`paravisor::pinning`); reads stay native.
+pub const PASSTHROUGH_MSRS: [u32; 8] = [
+    MSR_EFER,
+    MSR_STAR,
+    MSR_LSTAR,
+    MSR_CSTAR,
+    MSR_SFMASK,
+    MSR_SYSENTER_CS,
+    MSR_SYSENTER_ESP,
+    MSR_SYSENTER_EIP,
+];
 
 /// The registers L2 starts with besides RIP/RSP: RDI = base, RSI = size (contract).
 pub fn initial_gprs(layout: &L2Layout) -> [(usize, u64); 2] {

@@ -13,6 +13,8 @@ use crate::boot::{self, BootError, L1Pages};
 use crate::bootinfo::{self, BootInfo, L1Image, BOOT_INFO_GPA};
 use crate::l2::{PROBE_ECHO_ID, PROBE_ECHO_XOR};
 use crate::memory::{L2_FULL, L2_RO_TEST};
+use ept::{PageState, SealedKind};
+use heki_tdx::abi::HekiCall;
 
 struct Td(TdxModel<ScriptedHost, ScriptedEngine>);
 
@@ -160,8 +162,31 @@ fn boots_and_runs_a_scripted_probe() {
     }
     assert_eq!(
         m.stats().invept[1],
-        1,
-        "one INVEPT flag, on the last ATTR.WR"
+        2,
+        "one INVEPT flag on the last aliasing ATTR.WR, one on sealing the RO test page"
+    );
+    // The HEKI service knows the paravisor's pages and the sealed RO test page.
+    let ept = &booted.heki.ept;
+    for gpa in [
+        BOOT_INFO_GPA,
+        PAGES.vapic_gpa,
+        PAGES.guest_state_gpa,
+        L1.start,
+    ] {
+        assert_eq!(ept.state(gpa), PageState::ParavisorPrivate, "{gpa:#x}");
+    }
+    assert_eq!(
+        ept.state(layout.ro_page),
+        PageState::Sealed(SealedKind::ReadOnly)
+    );
+    assert_eq!(
+        ept.state(L2_BASE),
+        PageState::Unmapped,
+        "boot alias, untracked"
+    );
+    assert_eq!(
+        booted.heki.config().guest_memory,
+        (L2_BASE, L2_BASE + 32 * MIB)
     );
     let mut q = [0u8; 8];
     td.0.read_memory(layout.pml4, &mut q).unwrap();
@@ -225,5 +250,103 @@ fn retries_busy_and_rejects_bad_bootinfo() {
 fn debug_exit_reaches_the_host() {
     let mut td = make_td(true, &bootinfo(), &[]);
     boot::debug_exit(&mut td, boot::EXIT_LOOP_STOPPED).unwrap();
-    assert_eq!(td.0.host.exit_code, Some(0x7D));
+    assert_eq!(td.0.host.exit_code, Some(0x7C));
+}
+
+/// VMCALL `id` with RSI/RDX = `a1`/`a2`.
+fn heki_call(id: HekiCall, a1: u64, a2: u64) -> [L2Action; 4] {
+    [
+        L2Action::SetGpr {
+            gpr: 7,
+            value: id.id() as u64,
+        },
+        L2Action::SetGpr { gpr: 6, value: a1 },
+        L2Action::SetGpr { gpr: 2, value: a2 },
+        L2Action::Vmcall,
+    ]
+}
+
+/// A one-page `heki_page` list of `(pa, epa, attributes)`.
+fn heki_list(ranges: &[(u64, u64, u64)]) -> Vec<u8> {
+    let mut p = vec![0u8; 4096];
+    p[16..24].copy_from_slice(&(ranges.len() as u64).to_le_bytes());
+    for (i, (pa, epa, attr)) in ranges.iter().enumerate() {
+        let o = 24 + 32 * i;
+        for (k, v) in [*pa, *pa, *epa, *attr].into_iter().enumerate() {
+            p[o + 8 * k..o + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    p
+}
+
+#[test]
+fn serves_the_heki_boot_calls() {
+    use heki_tdx::abi::{Errno, MemAttr};
+    let info = bootinfo();
+    let text = L2_BASE + 0x2000;
+    let list = L2_BASE + 0x1E_0000;
+    let bad_list = list + 0x1000;
+    let loose = L2_BASE + 0x10_0000;
+    let (r, rx) = (MemAttr::READ.bits(), (MemAttr::READ | MemAttr::EXEC).bits());
+    let mut script = Vec::new();
+    script.extend(heki_call(HekiCall::LockRegs, 0, 0));
+    script.extend(heki_call(HekiCall::ProtectMemory, list, 1));
+    script.extend(heki_call(HekiCall::ProtectMemory, bad_list, 1));
+    script.extend(heki_call(HekiCall::SignalEndOfBoot, 0, 0));
+    script.extend(heki_call(HekiCall::ProtectMemory, list, 1));
+    let fetch = |gpa| L2Action::Access {
+        kind: AccessKind::Fetch,
+        gpa,
+        gla: gpa,
+        cpl: 0,
+        size: 1,
+        value: 0,
+    };
+    script.extend([fetch(text), fetch(loose), L2Action::Hlt]);
+    let mut td = make_td(true, &info, &script);
+    let mut booted = boot::boot(&mut td, &L1, PAGES).expect("boot");
+    // Written after boot accepted the region (the guest builds its lists).
+    td.0.write_memory(list, &heki_list(&[(text, text + 0x1000, rx)]))
+        .unwrap();
+    td.0.write_memory(
+        bad_list,
+        &heki_list(&[(PAGES.vapic_gpa, PAGES.vapic_gpa + 0x1000, r)]),
+    )
+    .unwrap();
+    let mut statuses = Vec::new();
+    let stop = loop {
+        let step = booted.vcpu.enter(&mut td).and_then(|res| {
+            booted
+                .vcpu
+                .handle(&mut td, &mut booted.heki, &res)
+                .map(|()| res)
+        });
+        match step {
+            Ok(res) if res.exit.exit_reason().basic() == 18 => {
+                statuses.push(booted.vcpu.state.gprs[gpr::R8] as i64)
+            }
+            Ok(_) => {}
+            Err(stop) => break stop,
+        }
+    };
+    assert_eq!(stop, StopReason::Halted);
+    let (einval, eperm) = (Errno::EINVAL.status(), Errno::EPERM.status());
+    assert_eq!(statuses, [0, 0, einval, 0, eperm]);
+    assert!(booted.heki.pins().is_some());
+    let m = &td.0;
+    assert_eq!(
+        m.page_attr(text, L2Vm::Vm1),
+        L2Attr::VALID | L2Attr::R | L2Attr::XS | L2Attr::XU
+    );
+    assert_eq!(m.page_attr(PAGES.vapic_gpa, L2Vm::Vm1), L2Attr::empty());
+    assert_eq!(
+        m.page_attr(loose, L2Vm::Vm1),
+        L2Attr::VALID | L2Attr::R | L2Attr::W | L2Attr::XU,
+        "unprotected memory lost Xs at the end of boot"
+    );
+    assert_eq!(m.page_attr(booted.layout.ro_page, L2Vm::Vm1), L2_RO_TEST);
+    // Only the fetch from unprotected memory was refused.
+    let events = td.0.engine.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].vector, events[0].error_code), (13, Some(0)));
 }

@@ -148,6 +148,7 @@ fn describe_status(code: i32) -> String {
         0x7F => "ReportFatalError or a TD the model killed",
         0x7E => "an L1 bug caught by the emulator (HLT, port I/O, MSR, bad memory access in L1)",
         0x7D => "an internal emulator error",
+        0x7C => "the paravisor's L2 loop stopped without L2 ending the run (see its log)",
         _ => "the TD's own failure value",
     };
     format!("debug-exit value {v:#x} ({what}), QEMU status {code}")
@@ -399,6 +400,8 @@ mod tests {
     fn exit_statuses() {
         assert!(describe_status(1).contains("success"));
         assert!(describe_status(0xFF).contains("0x7f"));
+        assert!(describe_status((0x7C << 1) | 1).contains("L2 loop stopped"));
+        assert!(describe_status((0x7D << 1) | 1).contains("internal emulator error"));
         assert!(describe_status(0).contains("without a debug-exit"));
     }
 }

@@ -58,7 +58,7 @@ fn main(gpaw: u64) -> ! {
     let mut platform = phys::TdPlatform::new(&pages, BOOT_INFO_GPA);
     let booted = boot::identify(&mut platform, &image, pages).and_then(|(info, layout)| {
         platform.allow(layout.base, layout.end());
-        boot::prepare_l2(&mut platform, info, layout, pages)
+        boot::prepare_l2(&mut platform, info, layout, &image, pages)
     });
     let mut booted = match booted {
         Ok(b) => b,

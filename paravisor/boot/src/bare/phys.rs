@@ -120,7 +120,13 @@ impl TdPlatform {
 /// The MSRs TDX shares between L1 and L2 (tdx-abi.md §2.10) that
 /// [`SharedMsrs`] reads: STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE. Reading
 /// any other MSR from L1 could #VE in a TD, so it is refused.
-const SHARED_MSRS: [u32; 5] = [0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, 0xC000_0102];
+const SHARED_MSRS: [u32; 5] = [
+    0xC000_0081,
+    0xC000_0082,
+    0xC000_0083,
+    0xC000_0084,
+    0xC000_0102,
+];
 
 impl SharedMsrs for TdPlatform {
     fn read_shared_msr(&mut self, msr: u32) -> Option<u64> {
