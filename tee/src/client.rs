@@ -448,8 +448,9 @@ impl<T: Transport> Context<T> {
                         0
                     } else {
                         let gpa = next;
-                        next = next
-                            .checked_add(size.div_ceil(8) * 8)
+                        next = size
+                            .checked_next_multiple_of(8)
+                            .and_then(|n| next.checked_add(n))
                             .filter(|n| *n <= end)
                             .ok_or(ClientError::api(TeeError::OutOfMemory))?;
                         if dir.is_input() {
@@ -657,6 +658,9 @@ impl<T: Transport> Context<T> {
             return Err(ClientError::api(TeeError::NotSupported));
         }
         if size == 0 {
+            return Err(ClientError::api(TeeError::BadParameters));
+        }
+        if gpa.checked_add(size).is_none() {
             return Err(ClientError::api(TeeError::BadParameters));
         }
         const ENTRIES: u64 = PAGE_SIZE / 8 - 1;

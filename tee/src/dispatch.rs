@@ -430,7 +430,7 @@ impl<P: Platform> Tee<P> {
         _a2: u64,
         _a3: u64,
     ) -> i64 {
-        self.stats.vtl_calls += 1;
+        self.stats.vtl_calls = self.stats.vtl_calls.wrapping_add(1);
         if a0 != OPTEE_MESSAGE_FUNC_ID {
             return errno::EINVAL;
         }
@@ -509,7 +509,7 @@ impl<P: Platform> Tee<P> {
 
     /// Handles one `optee_msg_arg`; returns the SMC status.
     fn call_with_arg(&mut self, mem: &mut dyn GuestMemory, loc: ArgLocation) -> u64 {
-        self.stats.messages += 1;
+        self.stats.messages = self.stats.messages.wrapping_add(1);
         // Header, read once.
         let Some(hext) = self.arg_extents(loc, HEADER_SIZE as u64) else {
             return smc::RETURN_EBADADDR;
@@ -522,7 +522,7 @@ impl<P: Platform> Tee<P> {
         let header = MsgHeader::from_bytes(&hb);
         let Some(size) = arg_size(header.num_params as usize) else {
             // Too many parameters: answer in the header only.
-            self.stats.refused += 1;
+            self.stats.refused = self.stats.refused.wrapping_add(1);
             let mut h = header;
             h.ret = TeeError::BadParameters.code();
             h.ret_origin = Origin::Comms as u32;
@@ -566,7 +566,7 @@ impl<P: Platform> Tee<P> {
             _ => {
                 // Including DO_BOTTOM_HALF / STOP_ASYNC_NOTIF: asynchronous
                 // notification is not offered in the capabilities.
-                self.stats.refused += 1;
+                self.stats.refused = self.stats.refused.wrapping_add(1);
                 arg.header.ret = TeeError::NotImplemented.code();
                 arg.header.ret_origin = Origin::Comms as u32;
                 return smc::RETURN_EBADCMD;
@@ -579,7 +579,7 @@ impl<P: Platform> Tee<P> {
             }
             Err(f) => {
                 if f.origin != Origin::TrustedApp {
-                    self.stats.refused += 1;
+                    self.stats.refused = self.stats.refused.wrapping_add(1);
                 }
                 arg.header.ret = f.code.code();
                 arg.header.ret_origin = f.origin as u32;

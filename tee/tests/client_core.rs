@@ -507,4 +507,161 @@ fn client_argument_checks() {
     )
     .unwrap_err();
     assert_eq!((err.code, err.origin), (TeeError::OutOfMemory, Origin::Api));
+    let err = invoke(
+        &mut ctx,
+        &s,
+        log::cmd::EXPORT,
+        [P::value_in(0, 1), P::temp_out(usize::MAX), none(), none()],
+    )
+    .unwrap_err();
+    assert_eq!((err.code, err.origin), (TeeError::OutOfMemory, Origin::Api));
+    // Shared memory that wraps the address space.
+    let err = ctx
+        .register_shared_memory(u64::MAX - 100, 8192)
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.origin),
+        (TeeError::BadParameters, Origin::Api)
+    );
+}
+
+/// A TA that returns the sealing key it is given for a fixed label.
+struct KeyProbe(Uuid);
+
+impl lvbs_tee::TrustedApp for KeyProbe {
+    fn uuid(&self) -> Uuid {
+        self.0
+    }
+    fn name(&self) -> &'static str {
+        "key-probe"
+    }
+    fn open_session(
+        &mut self,
+        _env: &mut lvbs_tee::TaEnv<'_>,
+        _session: u32,
+        _client: &lvbs_tee::ClientIdentity,
+        _params: &mut lvbs_tee::Params,
+    ) -> Result<(), TeeError> {
+        Ok(())
+    }
+    fn invoke(
+        &mut self,
+        env: &mut lvbs_tee::TaEnv<'_>,
+        _session: u32,
+        _client: &lvbs_tee::ClientIdentity,
+        _cmd: u32,
+        p: &mut lvbs_tee::Params,
+    ) -> Result<(), TeeError> {
+        let k = env.sealing_key(b"same label");
+        p.set_memref(0, &k[..])
+    }
+    fn close_session(&mut self, _env: &mut lvbs_tee::TaEnv<'_>, _session: u32) {}
+}
+
+fn probe_keys(measurement: lvbs_tee::Measurement) -> Vec<Vec<u8>> {
+    let ids = [Uuid::from_bytes([1; 16]), Uuid::from_bytes([2; 16])];
+    let mut tee = lvbs_tee::Tee::new(platform(19, measurement), Limits::default());
+    for id in ids {
+        tee.register_app(Box::new(KeyProbe(id))).unwrap();
+    }
+    assert!(
+        tee.register_app(Box::new(KeyProbe(ids[0]))).is_err(),
+        "duplicate UUID"
+    );
+    let t = lvbs_tee::client::Loopback {
+        tee,
+        mem: lvbs_tee::VecMemory::new(MEM_BASE, MEM_LEN),
+    };
+    let mut ctx = lvbs_tee::client::Context::initialize(t, MEM_BASE, SCRATCH_LEN).unwrap();
+    ids.iter()
+        .map(|id| {
+            let s = ctx.open_session(id, &mut Operation::default()).unwrap();
+            let o = invoke(&mut ctx, &s, 0, [P::temp_out(32), none(), none(), none()]).unwrap();
+            o.params[0].output().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn ta_keys_are_private_to_each_ta_and_image() {
+    let a = probe_keys(MEASUREMENT);
+    assert_eq!(a[0].len(), 32);
+    // Same label, different TA: different keys.
+    assert_ne!(a[0], a[1]);
+    // Same TA, same image, new instance: same key; another image: different.
+    assert_eq!(probe_keys(MEASUREMENT), a);
+    let mut other = MEASUREMENT;
+    other[10] ^= 1;
+    let b = probe_keys(other);
+    assert_ne!(b[0], a[0]);
+    assert_ne!(b[1], a[1]);
+}
+
+#[test]
+fn noncontiguous_temporary_memref() {
+    let mut ctx = context(20);
+    let s = open(&mut ctx, &log::UUID);
+    // A 300-byte record that starts 100 bytes before the end of one page and
+    // continues at the start of a lower page; the page list sits elsewhere.
+    let (p0, p1, list) = (SHARED + 0x3000, SHARED + 0x1000, SHARED + 0x5000);
+    let rec: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let mut page = vec![0u8; 4096];
+    page[..8].copy_from_slice(&p0.to_le_bytes());
+    page[8..16].copy_from_slice(&p1.to_le_bytes());
+    {
+        let m = &mut ctx.transport_mut().mem;
+        m.write(list, &page).unwrap();
+        m.write(p0 + 4096 - 100, &rec[..100]).unwrap();
+        m.write(p1, &rec[100..]).unwrap();
+    }
+    let msg = MsgArg {
+        header: MsgHeader {
+            func: log::cmd::APPEND,
+            ..hdr(cmd::INVOKE_COMMAND, s.id())
+        },
+        params: vec![
+            MsgParam::Tmem {
+                dir: Direction::Input,
+                buf_ptr: list + 4096 - 100,
+                size: 300,
+                shm_ref: 0,
+                noncontig: true,
+            }
+            .encode(false),
+            MsgParam::Value {
+                dir: Direction::Output,
+                a: 0,
+                b: 0,
+                c: 0,
+            }
+            .encode(false),
+        ],
+    };
+    let (status, reply) = ctx.call_raw(&msg).unwrap();
+    assert_eq!((status, reply.header.ret), (smc::RETURN_OK, 0));
+    let o = invoke(
+        &mut ctx,
+        &s,
+        log::cmd::READ,
+        [P::value_in(0, 0), P::temp_out(1024), none(), none()],
+    )
+    .unwrap();
+    assert_eq!(&o.params[1].output()[log::ENTRY_HEADER..], &rec[..]);
+    // A page list entry that is not page aligned is refused.
+    page[8..16].copy_from_slice(&(p1 + 8).to_le_bytes());
+    ctx.transport_mut().mem.write(list, &page).unwrap();
+    let (_, reply) = ctx.call_raw(&msg).unwrap();
+    assert_eq!(reply.header.ret, TeeError::BadParameters.code());
+    // A buffer larger than the memref cap is refused before its list is walked.
+    let mut two = msg.clone();
+    two.params[0] = MsgParam::Tmem {
+        dir: Direction::Input,
+        buf_ptr: list + 4096 - 100,
+        size: 600 * 4096,
+        shm_ref: 0,
+        noncontig: true,
+    }
+    .encode(false);
+    let (_, reply) = ctx.call_raw(&two).unwrap();
+    assert_eq!(reply.header.ret, TeeError::ExcessData.code());
 }
