@@ -158,7 +158,8 @@ fn test() -> Result<(), Failure> {
     result
 }
 
-/// Fails with install instructions unless [`BARE_METAL_TARGET`] is installed.
+/// Makes sure [`BARE_METAL_TARGET`] is installed, adding it with rustup when it
+/// is missing; fails with install instructions if that is not possible.
 fn check_target_installed() -> Result<(), Failure> {
     let hint = format!("install it with `rustup target add {BARE_METAL_TARGET}`");
     let output = Command::new("rustup")
@@ -178,10 +179,20 @@ fn check_target_installed() -> Result<(), Failure> {
     }
     let installed = String::from_utf8_lossy(&output.stdout);
     if installed.lines().any(|l| l.trim() == BARE_METAL_TARGET) {
+        return Ok(());
+    }
+    // A fresh machine lacks it and rustup's auto-install is off here: add it.
+    eprintln!("xtask: target {BARE_METAL_TARGET} is missing; running `rustup target add {BARE_METAL_TARGET}`");
+    let status = Command::new("rustup")
+        .args(["target", "add", BARE_METAL_TARGET])
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| Failure(format!("could not run rustup ({e}); {hint}")))?;
+    if status.success() {
         Ok(())
     } else {
         Err(Failure(format!(
-            "target {BARE_METAL_TARGET} is not installed; {hint}"
+            "target {BARE_METAL_TARGET} is not installed and `rustup target add` exited with {status}; {hint}"
         )))
     }
 }
