@@ -436,6 +436,10 @@ pub struct ModuleElf<'a> {
     symtab: Option<usize>,
 }
 
+/// Largest region [`ModuleElf::patchable_ranges`] lays out (the module file
+/// itself is capped at 64 MiB by the caller).
+pub const MAX_REGION: usize = 256 << 20;
+
 /// Byte classes of a region (see [`ModuleElf::classify`]).
 const CMP: u8 = 0;
 const WINDOW: u8 = 1;
@@ -682,7 +686,11 @@ impl<'a> ModuleElf<'a> {
         cfg: &CheckConfig,
     ) -> Result<Vec<core::ops::Range<u64>>, ElfError> {
         let layout = self.region_layout(kind, &cfg.layout)?;
-        let len = usize::try_from(layout.size).map_err(|_| ElfError::TooLarge)?;
+        // The size comes from untrusted section headers: bound the allocation.
+        let len = usize::try_from(layout.size)
+            .ok()
+            .filter(|l| *l <= MAX_REGION)
+            .ok_or(ElfError::TooLarge)?;
         let (_, class, _) = self.classify(&layout, len, cfg)?;
         let mut out: Vec<core::ops::Range<u64>> = Vec::new();
         for (i, c) in class.iter().enumerate() {
@@ -789,7 +797,11 @@ impl<'a> ModuleElf<'a> {
                 let width = match width_from_entry {
                     Some(w) => w,
                     None => {
-                        let code = &self.section_data(p.section)[site as usize..];
+                        // Empty for SHT_NOBITS: no instruction there, so an error.
+                        let code = self
+                            .section_data(p.section)
+                            .get(site as usize..)
+                            .unwrap_or(&[]);
                         site_width(table.rule, code).ok_or_else(|| {
                             ElfError::UnexpectedSiteBytes {
                                 table: table.section,

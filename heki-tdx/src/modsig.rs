@@ -899,15 +899,26 @@ pub fn verify_detached(
     if keyring.is_empty() {
         return Err(SigError::NoKeys);
     }
-    let (key_index, key) = keyring
+    // Every key the signer identifier names (a secondary certificate may
+    // share issuer and serial with another); revoked ones are unusable.
+    let named: Vec<(usize, &TrustedKey)> = keyring
         .keys
         .iter()
         .enumerate()
-        .find(|(_, k)| k.matches(&si.sid))
-        .ok_or_else(|| SigError::UnknownSigner(describe_sid(&si.sid)))?;
-    if key.tbs_blocked(blocklist) {
+        .filter(|(_, k)| k.matches(&si.sid))
+        .collect();
+    let first = named
+        .first()
+        .ok_or_else(|| SigError::UnknownSigner(describe_sid(&si.sid)))?
+        .1;
+    let usable: Vec<(usize, &TrustedKey)> = named
+        .iter()
+        .copied()
+        .filter(|(_, k)| !k.tbs_blocked(blocklist))
+        .collect();
+    if usable.is_empty() {
         return Err(SigError::KeyBlocklisted {
-            signer: key.subject.clone(),
+            signer: first.subject.clone(),
         });
     }
 
@@ -955,14 +966,15 @@ pub fn verify_detached(
             digest.digest(&h)
         }
     };
-    if !digest.rsa_verify(&key.key, &signed, si.signature.as_bytes()) {
-        return Err(SigError::BadSignature {
-            signer: key.subject.clone(),
-        });
-    }
+    let (key_index, key) = usable
+        .iter()
+        .find(|(_, k)| digest.rsa_verify(&k.key, &signed, si.signature.as_bytes()))
+        .ok_or_else(|| SigError::BadSignature {
+            signer: usable[0].1.subject.clone(),
+        })?;
     Ok(Verified {
         content_len: content.len(),
-        key_index,
+        key_index: *key_index,
         signer: key.subject.clone(),
         digest,
         signed_attributes: si.signed_attrs.is_some(),

@@ -440,6 +440,50 @@ fn not_a_module() {
     assert_eq!(align_up(u64::MAX - 2, 8), None);
 }
 
+#[test]
+fn sites_in_nobits_sections_are_errors() {
+    // Turn .text into SHT_NOBITS: the .smp_locks site then points at no bytes.
+    let bad = patched(|e, b| {
+        let shoff = u64::from_le_bytes(b[0x28..0x30].try_into().unwrap()) as usize;
+        let at = shoff + 64 * e.find(".text").unwrap() + 4; // sh_type
+        b[at..at + 4].copy_from_slice(&8u32.to_le_bytes());
+    });
+    let e = ModuleElf::parse(&bad).unwrap();
+    let err = e
+        .check_region(ModMemType::Text, &loaded_text(), &CheckConfig::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ElfError::UnexpectedSiteBytes { .. } | ElfError::OutOfSection { .. }
+        ),
+        "{err}"
+    );
+    assert!(e
+        .patchable_ranges(ModMemType::Text, &CheckConfig::default())
+        .is_err());
+}
+
+#[test]
+fn huge_regions_are_not_allocated() {
+    // A NOBITS executable section claiming 1 TiB.
+    let bad = patched(|e, b| {
+        let shoff = u64::from_le_bytes(b[0x28..0x30].try_into().unwrap()) as usize;
+        let at = shoff + 64 * e.find(".text.unlikely").unwrap();
+        b[at + 4..at + 8].copy_from_slice(&8u32.to_le_bytes());
+        b[at + 32..at + 40].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    });
+    let e = ModuleElf::parse(&bad).unwrap();
+    assert_eq!(
+        e.patchable_ranges(ModMemType::Text, &CheckConfig::default()),
+        Err(ElfError::TooLarge)
+    );
+    assert!(matches!(
+        e.check_region(ModMemType::Text, &loaded_text(), &CheckConfig::default()),
+        Err(ElfError::RegionSize { .. })
+    ));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -458,6 +502,40 @@ proptest! {
             let loaded = vec![0u8; 0x1000];
             let _ = e.check_region(kind, &loaded, &CheckConfig::default());
             let _ = e.check_region(ModMemType::Text, &loaded_text(), &CheckConfig::default());
+        }
+    }
+
+    /// Hostile section headers and relocation entries (types, sizes, offsets,
+    /// links, symbol indices, addends) never panic either.
+    #[test]
+    fn hostile_headers_never_panic(
+        edits in proptest::collection::vec(
+            (0usize..31, 0usize..8, any::<u64>(), 0usize..4), 1..4),
+    ) {
+        let e = elf();
+        let shoff = u64::from_le_bytes(MINI[0x28..0x30].try_into().unwrap()) as usize;
+        let relas: Vec<usize> = (0..e.sections().len())
+            .filter(|i| e.sections()[*i].sh_type == SHT_RELA)
+            .collect();
+        let mut b = MINI.to_vec();
+        for (sec, field, value, small) in edits {
+            let value = match small { 0 => value, 1 => value % 64, 2 => value % 0x2000, _ => 8 };
+            if field < 6 {
+                // sh_type, sh_flags, sh_offset, sh_size, sh_link/sh_info, sh_addralign
+                let (off, width) = [(4, 4), (8, 8), (24, 8), (32, 8), (40, 8), (48, 8)][field];
+                let at = shoff + 64 * (sec % e.sections().len()) + off;
+                b[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+            } else {
+                let r = e.sections()[relas[sec % relas.len()]].offset as usize;
+                let at = r + if field == 6 { 8 } else { 16 };
+                b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        if let Ok(e) = ModuleElf::parse(&b) {
+            for kind in ModMemType::SECTIONS {
+                let _ = e.patchable_ranges(kind, &CheckConfig::default());
+                let _ = e.check_region(kind, &loaded_text(), &CheckConfig::default());
+            }
         }
     }
 }
