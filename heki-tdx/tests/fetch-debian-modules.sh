@@ -4,6 +4,8 @@
 #
 #   heki-tdx/tests/fetch-debian-modules.sh /tmp/heki-debian
 #   HEKI_DEBIAN_DIR=/tmp/heki-debian cargo test -p heki-tdx --test debian_modules -- --nocapture
+#   HEKI_SIGN_FILE=/tmp/heki-debian/kbuild/usr/lib/linux-kbuild-6.1/scripts/sign-file \
+#       cargo test -p heki-cli --test cli -- identical_to_linux_sign_file
 #
 # What it does:
 #  1. `apt-get download` the signed cloud kernel that linux-image-cloud-amd64
@@ -17,6 +19,8 @@
 #     certificate found in vmlinux is written, concatenated, to
 #     system_certs.der (the LOAD_KDATA type-0 format); the test loads that
 #     list exactly like the paravisor would.
+#  4. Unpack Linux's scripts/sign-file from the matching linux-kbuild package,
+#     for the byte-for-byte comparison with `heki sign-module`.
 set -eu
 dir=${1:-/tmp/heki-debian}
 mkdir -p "$dir"
@@ -50,3 +54,8 @@ for m in re.finditer(rb'\x30\x82(..)\x30\x82..\xa0\x03\x02\x01\x02', out, re.S):
 open('system_certs.der', 'wb').write(b''.join(certs))
 PY
 echo "modules: $(find root/lib/modules -name '*.ko' | wc -l)"
+kbuild=$(apt-cache depends "$pkg" | awk '/linux-kbuild-/ {print $2; exit}')
+kbuild=${kbuild:-linux-kbuild-6.1}
+[ -f "$kbuild".deb ] || { apt-get download "$kbuild" 2>/dev/null && mv "$kbuild"_*.deb "$kbuild".deb; }
+rm -rf kbuild && mkdir kbuild && dpkg-deb -x "$kbuild".deb kbuild
+echo "sign-file: $(find "$PWD/kbuild" -name sign-file)"
