@@ -221,7 +221,7 @@ pub fn prepare_l2<P: Platform>(
     for (reg, value) in l2::initial_gprs(&layout) {
         vcpu.state.gprs[reg] = value;
     }
-    let heki = heki_service(p, &layout, l1).map_err(|e| match e {
+    let heki = heki_service(p, &layout, l1, pages).map_err(|e| match e {
         ept::EptError::Policy(e) => BootError::HekiPolicy(e),
         ept::EptError::Apply(e) => BootError::HekiApply(e.error),
     })?;
@@ -248,6 +248,7 @@ pub fn heki_service<P: Platform>(
     p: &mut P,
     layout: &L2Layout,
     l1: &L1Image,
+    pages: L1Pages,
 ) -> Result<Service, ept::EptError> {
     let vm = L2Vm::Vm1;
     let private = vec![
@@ -269,7 +270,8 @@ pub fn heki_service<P: Platform>(
         )?;
     }
     let config = HekiConfig::new(vm, (layout.base, layout.end()), private);
-    Ok(HekiService::new(config, ept).with_next(ProbeHypercalls::default()))
+    let probe = ProbeHypercalls::new([pages.vapic_gpa, pages.guest_state_gpa, l1.start]);
+    Ok(HekiService::new(config, ept).with_next(probe))
 }
 
 /// Runs L2 with the HEKI service (register pins, page states, boot calls) and

@@ -141,14 +141,33 @@ pub fn initial_gprs(layout: &L2Layout) -> [(usize, u64); 2] {
     [(gpr::RDI, layout.base), (gpr::RSI, layout.size)]
 }
 
-/// Hypercalls of the probe build: id 0x1FFFF answers `RSI ^ 0x5A5A_5A5A`, every
-/// other id `-ENOSYS`.
+/// The probe-build call that tells the probe where the paravisor's own pages
+/// are, so its attack suite can aim at them: RSI = 0 the vAPIC page, 1 the
+/// TDG.VP.ENTER buffer, 2 the start of the paravisor image (else -ENOSYS). A
+/// production build would not answer it; the attacks need no secret (the
+/// pages are unreachable wherever they are), only a target.
+pub const PROBE_INFO_ID: u64 = 0x1_FFFE;
+
+/// Hypercalls of the probe build: id 0x1FFFF answers `RSI ^ 0x5A5A_5A5A`,
+/// [`PROBE_INFO_ID`] the paravisor's addresses, every other id `-ENOSYS`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeHypercalls {
     /// Echo calls served.
     pub echoes: u64,
     /// Calls answered with -ENOSYS.
     pub unknown: u64,
+    /// What [`PROBE_INFO_ID`] answers: vAPIC page, ENTER buffer, image start.
+    pub info: [u64; 3],
+}
+
+impl ProbeHypercalls {
+    /// A handler whose [`PROBE_INFO_ID`] answers `info`.
+    pub fn new(info: [u64; 3]) -> Self {
+        ProbeHypercalls {
+            info,
+            ..Self::default()
+        }
+    }
 }
 
 impl HypercallHandler for ProbeHypercalls {
@@ -156,6 +175,8 @@ impl HypercallHandler for ProbeHypercalls {
         if args.id == PROBE_ECHO_ID {
             self.echoes += 1;
             args.a1 ^ PROBE_ECHO_XOR
+        } else if let (PROBE_INFO_ID, Some(v)) = (args.id, self.info.get(args.a1 as usize)) {
+            *v
         } else {
             self.unknown += 1;
             ENOSYS

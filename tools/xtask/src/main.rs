@@ -8,6 +8,9 @@
 //!   boots it under QEMU (see [`run`]).
 //! - `cargo xtask emulator-test`: `run` with the default images, which must
 //!   report at least one check and no failures.
+//! - `cargo xtask attacks`: `emulator-test` that also counts the probe's
+//!   `attack … BLOCKED/ALLOWED` lines, prints `attacks: N blocked, M allowed`
+//!   and fails on any ALLOWED or fewer than 20 attacks (`test` runs this).
 
 mod run;
 
@@ -57,6 +60,12 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// `emulator-test` plus the attack suite: fails on any ALLOWED attack or fewer than 20.
+    Attacks {
+        /// Seconds before QEMU is killed.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 /// A failed step, carrying the message to print before exiting non-zero.
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
         },
         Task::Run(args) => report(run::run(&args, false)),
         Task::EmulatorTest { timeout } => report(run::emulator_test(timeout)),
+        Task::Attacks { timeout } => report(run::attacks(timeout)),
     }
 }
 
@@ -150,7 +160,7 @@ fn test() -> Result<(), Failure> {
             return Err(Failure(format!("{label} exited with {status}")));
         }
     }
-    let label = format!("[{total}/{total}] xtask emulator-test");
+    let label = format!("[{total}/{total}] xtask emulator-test + attacks");
     eprintln!("xtask: {label}");
     let start = Instant::now();
     let result = run::emulator_test_in_suite(60);

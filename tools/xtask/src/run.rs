@@ -47,8 +47,9 @@ pub fn emulator_test(timeout: u64) -> Result<(), Failure> {
     run(&args, true)
 }
 
-/// `emulator-test` as the last step of `cargo xtask test`: skipped (with a
-/// message) only when QEMU is missing and cannot be installed outside CI.
+/// `emulator-test` with the attack requirements ([`attacks`]) as the last
+/// step of `cargo xtask test`: skipped (with a message) only when QEMU is
+/// missing and cannot be installed outside CI.
 pub fn emulator_test_in_suite(timeout: u64) -> Result<(), Failure> {
     if let Err(Failure(why)) = ensure_qemu() {
         if std::env::var_os("CI").is_some() {
@@ -57,7 +58,7 @@ pub fn emulator_test_in_suite(timeout: u64) -> Result<(), Failure> {
         eprintln!("xtask: SKIPPED the emulator test: {why}");
         return Ok(());
     }
-    emulator_test(timeout)
+    attacks(timeout)
 }
 
 fn is_root() -> bool {
@@ -154,8 +155,73 @@ fn describe_status(code: i32) -> String {
     format!("debug-exit value {v:#x} ({what}), QEMU status {code}")
 }
 
+/// An `attack <name>: BLOCKED…` or `attack <name>: ALLOWED…` line (the
+/// probe's attack suite): `Some(true)` when blocked, `Some(false)` when allowed.
+pub fn attack_verdict(line: &str) -> Option<bool> {
+    let rest = &line[line.find("attack ")? + 7..];
+    let blocked = rest.find(": BLOCKED");
+    let allowed = rest.find(": ALLOWED");
+    match (blocked, allowed) {
+        (Some(b), Some(a)) => Some(b < a),
+        (Some(b), None) => (b > 0).then_some(true),
+        (None, Some(a)) => (a > 0).then_some(false),
+        (None, None) => None,
+    }
+}
+
+/// Fewest attacks `cargo xtask attacks` accepts (enforcement issue §6).
+pub const MIN_ATTACKS: u32 = 20;
+
+/// What one run's console reported.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// Checks that passed.
+    pub passed: u32,
+    /// Checks that failed.
+    pub failed: u32,
+    /// Attacks blocked.
+    pub blocked: u32,
+    /// Attacks allowed.
+    pub allowed: u32,
+}
+
+/// `attacks`: the `emulator-test` run, which must also report at least
+/// [`MIN_ATTACKS`] attacks, all blocked. Prints `attacks: N blocked, M allowed`.
+pub fn attacks(timeout: u64) -> Result<(), Failure> {
+    let args = RunArgs {
+        guest: None,
+        timeout,
+        paravisor: None,
+    };
+    let mut report = Report::default();
+    let result = run_counting(&args, true, &mut report);
+    if report.allowed > 0 {
+        return Err(Failure(format!(
+            "{} attack(s) ALLOWED (see the `attack … ALLOWED` lines)",
+            report.allowed
+        )));
+    }
+    result?;
+    let total = report.blocked + report.allowed;
+    if total < MIN_ATTACKS {
+        return Err(Failure(format!(
+            "only {total} attack(s) ran, at least {MIN_ATTACKS} expected"
+        )));
+    }
+    Ok(())
+}
+
 /// Builds, packs and boots; `require_checks` demands at least one check line.
 pub fn run(args: &RunArgs, require_checks: bool) -> Result<(), Failure> {
+    run_counting(args, require_checks, &mut Report::default())
+}
+
+/// [`run`], leaving the console's counts in `report` (also when it fails).
+pub fn run_counting(
+    args: &RunArgs,
+    require_checks: bool,
+    report: &mut Report,
+) -> Result<(), Failure> {
     let root = workspace_root();
     check_target_installed()?;
     ensure_qemu()?;
@@ -238,7 +304,10 @@ pub fn run(args: &RunArgs, require_checks: bool) -> Result<(), Failure> {
         "-accel",
         "tcg",
         "-cpu",
-        "max",
+        // TCG's default MAXPHYADDR is 40, below a TD's GPAW of 48: L1 and L2
+        // could not even put the shared bit (47) in a page-table entry (a
+        // reserved-bit #PF instead of what a TD gets).
+        "max,phys-bits=48",
         "-m",
         "1G",
         "-nographic",
@@ -310,6 +379,11 @@ pub fn run(args: &RunArgs, require_checks: bool) -> Result<(), Failure> {
                     Some(false) => failed += 1,
                     None => {}
                 }
+                match attack_verdict(&line) {
+                    Some(true) => report.blocked += 1,
+                    Some(false) => report.allowed += 1,
+                    None => {}
+                }
                 if let Some(m) = line.strip_prefix("emu: MRTD ") {
                     emu_mrtd = Some(m.trim().to_string());
                 }
@@ -341,6 +415,13 @@ pub fn run(args: &RunArgs, require_checks: bool) -> Result<(), Failure> {
     let secs = start.elapsed().as_secs_f64();
 
     println!("lvbs-tdx: {passed} checks passed, {failed} failed");
+    (report.passed, report.failed) = (passed, failed);
+    if report.blocked + report.allowed > 0 {
+        println!(
+            "attacks: {} blocked, {} allowed",
+            report.blocked, report.allowed
+        );
+    }
     for line in &stats {
         println!("{line}");
     }
@@ -394,6 +475,29 @@ mod tests {
         assert_eq!(check_verdict("emu: check the log: PASS"), None);
         assert_eq!(check_verdict("probe: check x: maybe"), None);
         assert_eq!(check_verdict("no check here"), None);
+    }
+
+    #[test]
+    fn attack_lines() {
+        assert_eq!(
+            attack_verdict("probe: attack clear CR0.WP: BLOCKED (fault …)"),
+            Some(true)
+        );
+        assert_eq!(
+            attack_verdict("probe: attack write LSTAR: ALLOWED (wrmsr: BLOCKED? no)"),
+            Some(false)
+        );
+        assert_eq!(
+            attack_verdict("probe: attack restore a saved CR4 with mov cr4: BLOCKED"),
+            Some(true)
+        );
+        assert_eq!(attack_verdict("probe: attack : BLOCKED"), None);
+        assert_eq!(attack_verdict("attacks: 24 blocked, 0 allowed"), None);
+        assert_eq!(
+            attack_verdict("probe: done, 30 passed, 0 failed; 26 attacks blocked, 0 allowed"),
+            None
+        );
+        assert_eq!(attack_verdict("paravisor: WARN: attack of something"), None);
     }
 
     #[test]

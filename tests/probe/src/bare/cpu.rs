@@ -10,7 +10,7 @@
 //! the run.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 core::arch::global_asm!(
     r#"
@@ -70,9 +70,44 @@ probe_exception_common:
     popq %rax
     addq $16, %rsp
     iretq
+
+    // The #UD gate of the attacker's IDT copy: marks that it ran, then takes
+    // the ordinary path (so the fixup still resumes).
+    .balign 16
+    .globl probe_evil_ud
+probe_evil_ud:
+    movb $1, PROBE_EVIL_HIT(%rip)
+    jmp probe_exception_stubs + 16 * 6
+
+    // Kernel text the attack suite tries to overwrite (never executed).
+    .section .text.probe_target, "ax", @progbits
+    .balign 16
+    .globl probe_text_target
+probe_text_target:
+    .fill 16, 1, 0xC3
+
+    // The user page (PROTECT_MEMORY R: user-executable only) and the
+    // executable-data page (R|W): each starts with `ret`.
+    .section .probe_user, "aw", @progbits
+    .balign 4096
+    .globl probe_user_page
+probe_user_page:
+    .byte 0xC3
+    .fill 4095, 1, 0xCC
+
+    .section .probe_xdata, "aw", @progbits
+    .balign 4096
+    .globl probe_xdata_page
+probe_xdata_page:
+    .byte 0xC3
+    .fill 4095, 1, 0xCC
 "#,
     options(att_syntax)
 );
+
+/// Set by the #UD gate of the attacker's IDT copy.
+#[no_mangle]
+static PROBE_EVIL_HIT: AtomicU8 = AtomicU8::new(0);
 
 /// Resume address for an expected fault; 0 = none.
 static FIXUP: AtomicU64 = AtomicU64::new(0);
@@ -296,6 +331,55 @@ struct Dtr {
 
 extern "C" {
     static probe_exception_stubs: u8;
+    static probe_evil_ud: u8;
+    static probe_text_target: u8;
+    static probe_user_page: u8;
+    static probe_xdata_page: u8;
+    static __probe_text_start: u8;
+    static __probe_text_end: u8;
+    static __probe_rodata_start: u8;
+    static __probe_rodata_end: u8;
+    static __probe_data_start: u8;
+    static __probe_data_end: u8;
+}
+
+/// The probe's layout, from the linker script (all page aligned except the
+/// targets).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// `[start, end)` of `.text`.
+    pub text: (u64, u64),
+    /// `[start, end)` of `.rodata`.
+    pub rodata: (u64, u64),
+    /// `[start, end)` of `.data` and `.bss`.
+    pub data: (u64, u64),
+    /// The user page (starts with `ret`).
+    pub user_page: u64,
+    /// The executable-data page (starts with `ret`).
+    pub xdata_page: u64,
+    /// 16 bytes of `ret` in `.text` that nothing executes.
+    pub text_target: u64,
+}
+
+/// The probe's layout.
+pub fn layout() -> Layout {
+    Layout {
+        text: (
+            (&raw const __probe_text_start) as u64,
+            (&raw const __probe_text_end) as u64,
+        ),
+        rodata: (
+            (&raw const __probe_rodata_start) as u64,
+            (&raw const __probe_rodata_end) as u64,
+        ),
+        data: (
+            (&raw const __probe_data_start) as u64,
+            (&raw const __probe_data_end) as u64,
+        ),
+        user_page: (&raw const probe_user_page) as u64,
+        xdata_page: (&raw const probe_xdata_page) as u64,
+        text_target: (&raw const probe_text_target) as u64,
+    }
 }
 
 /// Loads the probe's own GDT (reloading CS and the data segments) and an IDT
@@ -360,5 +444,323 @@ pub fn halt() -> ! {
     loop {
         // SAFETY: CLI/HLT only stop this vCPU.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Whether the attacker's #UD gate ran (and clears the mark).
+pub fn evil_gate_ran() -> bool {
+    PROBE_EVIL_HIT.swap(0, Ordering::SeqCst) != 0
+}
+
+/// CR0 (the read shadow for L1-owned bits).
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects (in L2 it may exit to the paravisor).
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags));
+    }
+    v
+}
+
+/// CR4 (the read shadow for L1-owned bits).
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags));
+    }
+    v
+}
+
+/// `mov cr0, value` (`cr` = 0) or `mov cr4, value` (`cr` = 4) with a fixup.
+pub fn write_cr(cr: u8, value: u64) -> Option<Fault> {
+    arm();
+    // SAFETY: the probe only writes CR0/CR4 values that keep paging, protected
+    // mode and its own mappings intact (it clears or sets WP, SMEP, SMAP); a
+    // refused write raises #GP, which the handler fixes up (resume at 2).
+    unsafe {
+        if cr == 0 {
+            core::arch::asm!(
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [{fixup}], {tmp}",
+                "mov cr0, {v}",
+                "2:",
+                "mov qword ptr [{fixup}], 0",
+                tmp = out(reg) _,
+                fixup = in(reg) FIXUP.as_ptr(),
+                v = in(reg) value,
+                options(nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [{fixup}], {tmp}",
+                "mov cr4, {v}",
+                "2:",
+                "mov qword ptr [{fixup}], 0",
+                tmp = out(reg) _,
+                fixup = in(reg) FIXUP.as_ptr(),
+                v = in(reg) value,
+                options(nostack),
+            );
+        }
+    }
+    take_fault()
+}
+
+/// WRMSR of `value` to `msr`: `None` if it completed, else the fault.
+pub fn wrmsr(msr: u32, value: u64) -> Option<Fault> {
+    arm();
+    // SAFETY: the probe writes MSRs whose values it does not depend on (the
+    // syscall MSRs point at its own handler and are never used); a #GP is
+    // fixed up (resume at 2).
+    unsafe {
+        core::arch::asm!(
+            "lea {tmp}, [rip + 2f]",
+            "mov qword ptr [{fixup}], {tmp}",
+            "wrmsr",
+            "2:",
+            "mov qword ptr [{fixup}], 0",
+            tmp = out(reg) _,
+            fixup = in(reg) FIXUP.as_ptr(),
+            in("ecx") msr,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack),
+        );
+    }
+    take_fault()
+}
+
+/// `call target` with a fixup: `None` if the code there ran and returned
+/// (the probe only calls pages that start with `ret`), else the fault the
+/// fetch raised. RSP is restored either way.
+pub fn call_to(target: u64) -> Option<Fault> {
+    arm();
+    // SAFETY: `target` holds a `ret` (or must not be executable at all: then
+    // the fetch faults and the handler resumes at 2 with the registers
+    // preserved). R12 keeps RSP across a faulting call (the pushed return
+    // address is dropped), R13 the fixup slot; the callee is a bare `ret`.
+    unsafe {
+        core::arch::asm!(
+            "lea {tmp}, [rip + 2f]",
+            "mov qword ptr [r13], {tmp}",
+            "mov r12, rsp",
+            "call {target}",
+            "2:",
+            "mov rsp, r12",
+            "mov qword ptr [r13], 0",
+            tmp = out(reg) _,
+            target = in(reg) target,
+            in("r13") FIXUP.as_ptr(),
+            out("r12") _,
+        );
+    }
+    take_fault()
+}
+
+/// `lidt` (`idt`) or `lgdt` of `base`/`limit` with a fixup.
+pub fn load_table(idt: bool, base: u64, limit: u16) -> Option<Fault> {
+    let dtr = Dtr { limit, base };
+    arm();
+    // SAFETY: the table is a complete copy of the live one (only the #UD gate
+    // or an extra data descriptor differ), so should the load succeed the
+    // probe keeps working; a refused load raises #GP, fixed up at 2.
+    unsafe {
+        if idt {
+            core::arch::asm!(
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [{fixup}], {tmp}",
+                "lidt [{dtr}]",
+                "2:",
+                "mov qword ptr [{fixup}], 0",
+                tmp = out(reg) _,
+                fixup = in(reg) FIXUP.as_ptr(),
+                dtr = in(reg) &dtr,
+                options(nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [{fixup}], {tmp}",
+                "lgdt [{dtr}]",
+                "2:",
+                "mov qword ptr [{fixup}], 0",
+                tmp = out(reg) _,
+                fixup = in(reg) FIXUP.as_ptr(),
+                dtr = in(reg) &dtr,
+                options(nostack),
+            );
+        }
+    }
+    take_fault()
+}
+
+/// Loads ES with `selector` (then puts the data selector back): `None` if
+/// the descriptor exists in the live GDT, else the fault (#GP(selector)).
+pub fn load_es(selector: u16) -> Option<Fault> {
+    arm();
+    // SAFETY: ES is unused in 64-bit mode; it is reloaded with the flat data
+    // selector afterwards. A selector beyond the GDT limit raises #GP, fixed
+    // up at 2.
+    unsafe {
+        core::arch::asm!(
+            "lea {tmp}, [rip + 2f]",
+            "mov qword ptr [{fixup}], {tmp}",
+            "mov es, {sel:e}",
+            "2:",
+            "mov qword ptr [{fixup}], 0",
+            "mov {sel:e}, 0x10",
+            "mov es, {sel:e}",
+            tmp = out(reg) _,
+            fixup = in(reg) FIXUP.as_ptr(),
+            sel = inout(reg) selector as u64 => _,
+            options(nostack),
+        );
+    }
+    take_fault()
+}
+
+/// `ud2` with a fixup: the #UD it raised (always `Some`).
+pub fn ud2() -> Option<Fault> {
+    arm();
+    // SAFETY: UD2 raises #UD, which the handler fixes up at 2.
+    unsafe {
+        core::arch::asm!(
+            "lea {tmp}, [rip + 2f]",
+            "mov qword ptr [{fixup}], {tmp}",
+            "ud2",
+            "2:",
+            "mov qword ptr [{fixup}], 0",
+            tmp = out(reg) _,
+            fixup = in(reg) FIXUP.as_ptr(),
+            options(nostack),
+        );
+    }
+    take_fault()
+}
+
+/// `mov rax, [addr]` with a fixup: the value, or the fault.
+pub fn read_u64(addr: u64) -> Result<u64, Fault> {
+    let v: u64;
+    arm();
+    // SAFETY: a load from an address the caller maps (or expects to fault,
+    // which the handler fixes up at 2).
+    unsafe {
+        core::arch::asm!(
+            "lea {tmp}, [rip + 2f]",
+            "mov qword ptr [{fixup}], {tmp}",
+            "xor {v:e}, {v:e}",
+            "mov {v}, qword ptr [{addr}]",
+            "2:",
+            "mov qword ptr [{fixup}], 0",
+            tmp = out(reg) _,
+            fixup = in(reg) FIXUP.as_ptr(),
+            addr = in(reg) addr,
+            v = out(reg) v,
+            options(nostack),
+        );
+    }
+    match take_fault() {
+        Some(f) => Err(f),
+        None => Ok(v),
+    }
+}
+
+/// VMCALL with RDI = `id`, RSI = `a1`, RDX = `a2`, R8 = 0; returns R8.
+pub fn vmcall3(id: u64, a1: u64, a2: u64) -> u64 {
+    let r8: u64;
+    // SAFETY: VMCALL exits to L1, which reads guest memory the arguments name
+    // (never writes it), writes R8 and advances RIP.
+    unsafe {
+        core::arch::asm!(
+            "vmcall",
+            in("rdi") id,
+            in("rsi") a1,
+            inout("rdx") a2 => _,
+            inout("r8") 0u64 => r8,
+            options(nostack),
+        );
+    }
+    r8
+}
+
+/// Flushes the TLB entries and paging-structure caches for `va`.
+pub fn invlpg(va: u64) {
+    // SAFETY: INVLPG only drops cached translations.
+    unsafe {
+        core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags));
+    }
+}
+
+/// Reads the qword at `addr` (a page-table entry or a probe static).
+pub fn peek(addr: u64) -> u64 {
+    // SAFETY: callers pass 8-byte aligned addresses of the probe's own page
+    // tables or statics, which are mapped readable.
+    unsafe { core::ptr::with_exposed_provenance::<u64>(addr as usize).read_volatile() }
+}
+
+/// Writes the qword at `addr` (a page-table entry or a probe buffer).
+pub fn poke(addr: u64, value: u64) {
+    // SAFETY: callers pass 8-byte aligned addresses of L2 page tables or of
+    // the probe's own buffers, which no Rust reference covers.
+    unsafe { core::ptr::with_exposed_provenance_mut::<u64>(addr as usize).write_volatile(value) }
+}
+
+/// The attacker's copy of the live IDT, with the #UD gate pointing at
+/// `probe_evil_ud`; returns its base and limit.
+pub fn evil_idt() -> (u64, u16) {
+    let copy = EVIL_IDT.0.get();
+    let mut table = [0u64; 512];
+    // SAFETY: the live IDT static was written once by `load_tables`; it is
+    // only read here. EVIL_IDT is written only here, before it is used.
+    unsafe {
+        table.copy_from_slice(&*IDT.0.get());
+    }
+    let handler = (&raw const probe_evil_ud) as u64;
+    table[12] =
+        (handler & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | (((handler >> 16) & 0xFFFF) << 48);
+    table[13] = handler >> 32;
+    // SAFETY: see above.
+    unsafe { copy.write(table) };
+    (copy as u64, 4095)
+}
+
+/// The attacker's copy of the live GDT with one more data descriptor (0x18);
+/// returns its base and limit.
+pub fn evil_gdt() -> (u64, u16) {
+    let copy = EVIL_GDT.0.get();
+    // SAFETY: written only here, before it is used.
+    unsafe { copy.write([GDT[0], GDT[1], GDT[2], GDT[2]]) };
+    (copy as u64, 31)
+}
+
+#[repr(C, align(16))]
+struct EvilIdt(UnsafeCell<[u64; 512]>);
+// SAFETY: only `evil_idt` writes it, on the one vCPU.
+unsafe impl Sync for EvilIdt {}
+static EVIL_IDT: EvilIdt = EvilIdt(UnsafeCell::new([0; 512]));
+
+#[repr(C, align(16))]
+struct EvilGdt(UnsafeCell<[u64; 4]>);
+// SAFETY: only `evil_gdt` writes it, on the one vCPU.
+unsafe impl Sync for EvilGdt {}
+static EVIL_GDT: EvilGdt = EvilGdt(UnsafeCell::new([0; 4]));
+
+/// A 4 KiB-aligned page in `.bss` (page tables, HEKI lists).
+#[repr(C, align(4096))]
+pub struct Page(UnsafeCell<[u8; 4096]>);
+// SAFETY: reached only through `Page::addr` by GPA/VA on the one vCPU.
+unsafe impl Sync for Page {}
+
+impl Page {
+    /// A zeroed page.
+    pub const fn new() -> Self {
+        Page(UnsafeCell::new([0; 4096]))
+    }
+
+    /// Its address (identity mapped: VA = GPA).
+    pub fn addr(&self) -> u64 {
+        self.0.get() as u64
     }
 }

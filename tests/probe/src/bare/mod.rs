@@ -13,8 +13,13 @@
 //!   byte unchanged, and a supervisor fetch from it gets #GP(0) (MBEC: no Xs).
 //!
 //! * Entry state: RDI/RSI/RSP and CR3 as the contract says.
+//! * The LVBS boot ([`lvbs`]): SMEP/SMAP, syscall MSRs, a user page, then the
+//!   HEKI calls LOCK_REGS, PROTECT_MEMORY (its own layout), LOAD_KDATA and
+//!   SIGNAL_END_OF_BOOT, and what must be refused afterwards.
+//! * The attack suite ([`attacks`]): `probe: attack <name>: BLOCKED|ALLOWED`.
 //!
-//! It ends with `probe: done, N passed, M failed` and writes M to port 0xF4.
+//! It ends with `probe: done, N passed, M failed; B attacks blocked, A
+//! allowed` and writes M + A to port 0xF4.
 
 mod cpu;
 
@@ -64,9 +69,23 @@ impl Write for Console {
 
 macro_rules! say {
     ($($arg:tt)*) => {{
-        let _ = writeln!(Console, "probe: {}", format_args!($($arg)*));
+        let _ = core::fmt::Write::write_fmt(
+            &mut $crate::bare::Console,
+            format_args!("probe: {}\n", format_args!($($arg)*)),
+        );
     }};
 }
+
+mod attacks;
+mod lvbs;
+
+/// Attacks the paravisor stopped, and attacks it let through.
+static ATTACKS_BLOCKED: AtomicU32 = AtomicU32::new(0);
+static ATTACKS_ALLOWED: AtomicU32 = AtomicU32::new(0);
+
+/// Read-only data the attacks try to overwrite and execute (16 × `ret`).
+#[used]
+static RODATA_TARGET: [u8; 16] = [0xC3; 16];
 
 fn check(name: &str, ok: bool, detail: fmt::Arguments<'_>) {
     if ok {
@@ -78,12 +97,16 @@ fn check(name: &str, ok: bool, detail: fmt::Arguments<'_>) {
     }
 }
 
-/// Prints the summary and writes the failure count to the debug-exit port.
+/// Prints the summary and writes the number of failed checks plus allowed
+/// attacks to the debug-exit port (at most 0x7B: 0x7C..0x7F mean the
+/// paravisor or the emulator ended the run).
 fn finish() -> ! {
     let passed = PASSED.load(Ordering::SeqCst);
     let failed = FAILED.load(Ordering::SeqCst);
-    say!("done, {passed} passed, {failed} failed");
-    cpu::outb(DEBUG_EXIT, failed.min(0x7F) as u8);
+    let blocked = ATTACKS_BLOCKED.load(Ordering::SeqCst);
+    let allowed = ATTACKS_ALLOWED.load(Ordering::SeqCst);
+    say!("done, {passed} passed, {failed} failed; {blocked} attacks blocked, {allowed} allowed");
+    cpu::outb(DEBUG_EXIT, (failed + allowed).min(0x7B) as u8);
     cpu::halt()
 }
 
@@ -249,5 +272,8 @@ extern "C" fn probe_main(l2_base: u64, l2_size: u64, entry_rsp: u64) -> ! {
     msr_checks();
     vmcall_checks();
     memory_checks(l2_base);
+    let boot = lvbs::boot(l2_base + SCRATCH_PAGE_OFFSET, entry_rsp);
+    lvbs::after_boot_checks(&boot);
+    attacks::run(&boot);
     finish()
 }
