@@ -43,7 +43,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use ept::{Authority, Ept, EptError, GpaRange, PageState, PolicyError, SealedKind, PAGE};
-use heki_tdx::abi::{return_value, Errno, HekiCall, MemAttr, ToErrno};
+use heki_tdx::abi::{return_value, Errno, HekiCall, KdataType, MemAttr, ToErrno};
 use heki_tdx::modsig::Blocklist;
 use heki_tdx::pages::{self, GuestMemory, GuestMemoryError, Limits};
 use tdcall::L2Vm;
@@ -79,22 +79,24 @@ pub struct HekiConfig {
 
 impl HekiConfig {
     /// A configuration for `vm` over `guest_memory` with the paravisor's
-    /// `private` ranges: 64 list pages (8128 ranges) per call, blobs of at
-    /// most 1 MiB and 2 MiB of kernel data in total (sized for a 2 MiB L1
-    /// heap), 52-bit GPAs, unprotected memory made non-executable for the
-    /// kernel at the end of boot.
+    /// `private` ranges: 16 list pages (2032 ranges) per call, blobs of at
+    /// most 256 KiB and 512 KiB of kernel data in total, 52-bit GPAs,
+    /// unprotected memory made non-executable for the kernel at the end of
+    /// boot. The bounds fit the bare-metal paravisor's 2 MiB heap next to a
+    /// batch over 32 MiB of L2 memory; a Linux guest (whose `.rodata` alone
+    /// is several MiB) needs a larger heap and larger bounds.
     pub fn new(vm: L2Vm, guest_memory: (u64, u64), private: Vec<(u64, u64)>) -> Self {
         HekiConfig {
             vm,
             guest_memory,
             private,
             limits: Limits {
-                max_pages: 64,
-                max_ranges: 64 * pages::RANGES_PER_PAGE,
+                max_pages: 16,
+                max_ranges: 16 * pages::RANGES_PER_PAGE,
                 max_gpa: 1 << 52,
-                max_blob_bytes: 1 << 20,
+                max_blob_bytes: 256 << 10,
             },
-            max_kdata_bytes: 2 << 20,
+            max_kdata_bytes: 512 << 10,
             nx_unprotected_at_end_of_boot: true,
         }
     }
@@ -213,6 +215,43 @@ pub fn count_der_sequences(mut rest: &[u8]) -> Option<usize> {
         n += 1;
     }
     (n > 0).then_some(n)
+}
+
+/// [`pages::read_kdata`] with a cap on the total: the list is copied once,
+/// the sizes of all blobs are added up before any blob is copied, so a list
+/// that names more than [`HekiConfig::max_kdata_bytes`] allocates nothing.
+fn read_kdata<M: GuestMemory + ?Sized>(
+    mem: &mut M,
+    first: u64,
+    total: u64,
+    config: &HekiConfig,
+) -> Result<pages::Kdata, pages::PagesError> {
+    let limits = &config.limits;
+    let ranges = pages::read_ranges::<KdataType, M>(mem, first, total, limits)?;
+    let bytes = ranges
+        .iter()
+        .filter(|r| r.attr != KdataType::KexecTrampoline)
+        .fold(0u64, |sum, r| sum.saturating_add(r.len()));
+    if bytes > config.max_kdata_bytes as u64 {
+        return Err(pages::PagesError::BlobTooLarge {
+            bytes,
+            max: config.max_kdata_bytes,
+        });
+    }
+    let mut blob = |t| pages::copy_blob(mem, &pages::select(&ranges, t), limits);
+    let kdata = pages::Kdata {
+        system_certs: blob(KdataType::SystemCerts)?,
+        revocation_certs: blob(KdataType::RevocationCerts)?,
+        blocklist: blob(KdataType::BlocklistHashes)?,
+        kernel_info: blob(KdataType::KernelInfo)?,
+        kernel_data: blob(KdataType::KernelData)?,
+        patch_info: blob(KdataType::PatchInfo)?,
+        kexec_trampoline: pages::select(&ranges, KdataType::KexecTrampoline),
+    };
+    if kdata.system_certs.is_empty() {
+        return Err(pages::PagesError::Missing("system certificates"));
+    }
+    Ok(kdata)
 }
 
 /// Counters of the service.
@@ -500,7 +539,7 @@ where
                 config: &self.config,
                 ept: &self.ept,
             };
-            pages::read_kdata(&mut mem, a.a1, a.a2, &self.config.limits).map_err(|e| {
+            read_kdata(&mut mem, a.a1, a.a2, &self.config).map_err(|e| {
                 log::warn!("LOAD_KDATA: {e}");
                 Refusal(e.errno(), "bad kernel data")
             })?

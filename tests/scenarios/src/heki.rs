@@ -545,6 +545,7 @@ fn load_kdata_refuses_bad_blobs() {
         vec![(0, GUEST_START), (MMIO_PRIVATE, MMIO_PRIVATE + 0x1000)],
     );
     config.limits.max_blob_bytes = 0x200;
+    config.max_kdata_bytes = 0x300;
     let cert = KdataType::SystemCerts as u64;
     let cases: Vec<(&str, Ranges, Errno)> = vec![
         (
@@ -580,6 +581,15 @@ fn load_kdata_refuses_bad_blobs() {
             Errno::ERANGE,
         ),
         ("unknown type", vec![(BLOB, BLOB + 7, 9)], Errno::EINVAL),
+        (
+            "more kernel data in total than the cap",
+            vec![
+                (BLOB, BLOB + 7, cert),
+                (BLOB + 0x400, BLOB + 0x600, KdataType::KernelData as u64),
+                (BLOB + 0x600, BLOB + 0x800, KdataType::PatchInfo as u64),
+            ],
+            Errno::ERANGE,
+        ),
     ];
     let mut actions = Vec::new();
     for (_, ranges, _) in &cases {
