@@ -328,7 +328,24 @@ fn attack_suite_is_blocked_after_the_heki_boot_calls() {
     engine.extend(call(HekiCall::ProtectMemory, DATA, 4));
     engine.extend(call(HekiCall::SignalEndOfBoot, 0, 0));
     let mut rips = Vec::new();
-    let suite = attacks(cr0, cr4);
+    let mut suite = attacks(cr0, cr4);
+    // Beyond the 24: code written into memory the kernel never protected
+    // (it lost Xs at the end of boot) and run at CPL 0.
+    let loose = crate::heki::LOOSE;
+    suite.push(Attack {
+        name: "execute injected code at CPL 0",
+        actions: vec![
+            L2Action::Access {
+                kind: AccessKind::Write,
+                gpa: loose,
+                gla: loose,
+                cpl: 0,
+                size: 1,
+                value: 0xC3,
+            },
+            access("", AccessKind::Fetch, loose).actions[0],
+        ],
+    });
     for attack in &suite {
         let mut last = 0;
         for a in &attack.actions {
