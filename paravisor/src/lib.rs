@@ -13,6 +13,8 @@
 //! * [`pinning`] pins CR0/CR4, the syscall MSRs and the descriptor tables
 //!   (LVBS `LOCK_REGS`); [`heki`] serves the HEKI boot calls (`LOCK_REGS`,
 //!   `PROTECT_MEMORY`, `LOAD_KDATA`, `SIGNAL_END_OF_BOOT`) and enforces them.
+//! * [`measure`] extends RTMRs, keeps the CCEL event log and serves TDREPORTs
+//!   to L2 (measured boot and code admissions).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod handlers;
 pub mod heki;
 pub mod inject;
 pub mod insn;
+pub mod measure;
 pub mod memory;
 pub mod msr_bitmap;
 pub mod pinning;

@@ -27,6 +27,8 @@ mod hlt;
 #[cfg(test)]
 mod io;
 #[cfg(test)]
+mod measure;
+#[cfg(test)]
 mod mmio;
 #[cfg(test)]
 mod msr;
