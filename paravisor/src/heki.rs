@@ -1,5 +1,7 @@
-//! The HEKI boot calls (heki-lvbs-abi.md §2.2, §4, §5.2–§5.4; design.md §4):
-//! `LOCK_REGS`, `PROTECT_MEMORY`, `LOAD_KDATA` and `SIGNAL_END_OF_BOOT`.
+//! The HEKI service (heki-lvbs-abi.md §2.2, §4, §5; design.md §4): the boot
+//! calls `LOCK_REGS`, `PROTECT_MEMORY`, `LOAD_KDATA` and `SIGNAL_END_OF_BOOT`,
+//! and the runtime calls `VALIDATE_MODULE`, `FREE_MODULE_INIT`,
+//! `UNLOAD_MODULE`, `COPY_SECONDARY_KEY` and `PATCH_TEXT` ([`runtime`]).
 //!
 //! [`HekiService`] owns everything the calls change, so one struct serves the
 //! calls *and* enforces their effect: it implements [`HypercallHandler`] and
@@ -9,9 +11,39 @@
 //!   `LOCK_REGS` locks after [`lock_registers`] succeeded on this vCPU;
 //! * the L2 VM's page states — an [`Ept`] with [`ept::Policy::LVBS`] (readable
 //!   pages are also user-executable, only kernel text is supervisor-executable);
-//! * the kernel data blobs of `LOAD_KDATA` ([`KdataStore`]);
+//! * the kernel data blobs of `LOAD_KDATA` ([`KdataStore`]) and what is built
+//!   from them ([`HekiRuntime`]): the keyring of system certificates (plus
+//!   secondary keys), the blocklist (type-2 hashes plus the TBS hashes of the
+//!   revocation certificates), the jump-label patch sites, the validated
+//!   modules and their tokens;
 //! * the next hypercall handler, which gets every id this service does not
-//!   serve (the probe echo, the TEE id, ...).
+//!   serve (the probe echo, the TEE id, `KEXEC_VALIDATE`, ...).
+//!
+//! # The seven calls of the LVBS design
+//!
+//! The LVBS talk names seven guest functions (heki-lvbs-abi.md §1); each is
+//! one or more ABI calls here. The tests are model scenarios
+//! (`tests/scenarios/src/heki.rs` and `heki/modules.rs`) and the probe's
+//! checks in the emulator (`tests/probe/src/bare/lvbs.rs`,
+//! `probe: check heki_…`).
+//!
+//! | LVBS guest function | ABI call(s) (RDI) | arguments | R8 | tests |
+//! |---|---|---|---|---|
+//! | `heki_late_init()` | `LOCK_REGS` 0x1FFE2 (each vCPU), `PROTECT_MEMORY` 0x1FFE4, `LOAD_KDATA` 0x1FFE5, `SIGNAL_END_OF_BOOT` 0x1FFE3, in this order | list GPA, range count | 0 / -errno | scenarios `lock_regs_*`, `protect_memory_*`, `load_kdata_*`, `end_of_boot_*`, `modules::late_init_*`; probe `heki_lock_regs`, `heki_protect_memory`, `heki_load_kdata`, `heki_end_of_boot`, `heki_*_after_end_of_boot` |
+//! | `heki_store_blacklist_raw_hashes(hash)` | no call of its own: the guest buffers the hashes and sends them as `LOAD_KDATA` type 2 (133-byte `tbs:`/`bin:` slots, §3.7) | — | — | `modules::blocklisted_module_and_revoked_signer_are_refused`, `load_kdata_refuses_bad_blobs` |
+//! | `heki_validate_module(mod, info, flags)` | `VALIDATE_MODULE` 0x1FFE6 | list GPA, range count, flags (ignored) | token ≥ 0 / -errno | `modules::validate_module_*`, `modules::tampered_*`, `modules::hostile_*`, `modules::modules_need_certificates_*`; probe `heki_module_validate`, `heki_module_tampered_*`, `heki_module_text_executes` |
+//! | `heki_free_module_init(mod)` | `FREE_MODULE_INIT` 0x1FFE7 | token | 0 / -errno | `modules::free_init_and_unload_*`; probe `heki_module_free_init` |
+//! | `heki_unload_module(mod)` | `UNLOAD_MODULE` 0x1FFE8 | token | 0 / -errno | `modules::free_init_and_unload_*`; probe `heki_module_unload`, `heki_module_unload_twice` |
+//! | `heki_copy_secondary_key(data, size)` | `COPY_SECONDARY_KEY` 0x1FFE9 | list GPA (attribute 0, one DER certificate), range count | 0 / -errno | `modules::secondary_keys_*` |
+//! | `heki_text_poke(addr, opcode, len)` | `PATCH_TEXT` 0x1FFEB, once per `text_poke_bp` step | request GPA, next page GPA or 0 | 0 / -ENOENT / -EACCES / -errno | `modules::patch_text_*`; probe `heki_patch_registered`, `heki_patch_unregistered` |
+//!
+//! Status codes follow litebox (§2.3): `-EPERM` boot-only call after the end
+//! of boot, `-EACCES` no certificates yet / patch not allowed, `-EINVAL`
+//! malformed input, unknown token, section mismatch or a frame that is not
+//! ordinary kernel data, `-EFAULT` memory outside L2, `-ERANGE` a cap,
+//! `-ENODATA` unsigned module, `-EKEYREJECTED` bad or revoked signature,
+//! `-ENOKEY` unknown signer, `-ENOPKG` unsupported algorithm, `-ELIBBAD`
+//! malformed signature, `-ENOENT` unregistered patch site.
 //!
 //! Every argument comes from a guest that may be hostile after boot: the
 //! `heki_page` chain is copied once through the bounded parser of
@@ -26,7 +58,9 @@
 //! return `-EPERM` after `SIGNAL_END_OF_BOOT`, which is idempotent. `LOCK_REGS`
 //! is accepted once per vCPU (`-EINVAL` the second time) and `LOAD_KDATA`
 //! once (the certificates are write-once). Before the end of boot the guest
-//! kernel is trusted, so the calls may come in any order.
+//! kernel is trusted, so the calls may come in any order. The runtime calls
+//! are accepted in both phases; module validation and secondary keys need
+//! the certificates of `LOAD_KDATA` (`-EACCES` before).
 //!
 //! Memory the guest never protected keeps the boot alias the paravisor gave
 //! it (R|W|Xs|Xu); the [`Ept`] does not track it (it counts as unmapped there,
@@ -36,15 +70,21 @@
 //! supervisor-executable (design.md §4).
 //!
 //! One service serves one L1 vCPU and its L2 vCPU. With several vCPUs the
-//! [`Ept`], the phase and the kernel data must be shared between the
-//! per-vCPU services (not done yet: the emulator runs one vCPU).
+//! [`Ept`], the phase, the kernel data and the runtime state must be shared
+//! between the per-vCPU services, and the module freeze needs a TLB
+//! shootdown of the other L2 vCPUs before the copy (not done yet: the
+//! emulator runs one vCPU, and L2 does not run while its vCPU is in a call).
+
+mod runtime;
+
+pub use runtime::{der_sequences, HekiRuntime, LoadedModule, CHECKED_SECTIONS, MAX_KEY_PAYLOAD};
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use ept::{Authority, Ept, EptError, GpaRange, PageState, PolicyError, SealedKind, PAGE};
 use heki_tdx::abi::{return_value, Errno, HekiCall, KdataType, MemAttr, ToErrno};
-use heki_tdx::modsig::Blocklist;
+use heki_tdx::modsig::Keyring;
 use heki_tdx::pages::{self, GuestMemory, GuestMemoryError, Limits};
 use tdcall::L2Vm;
 
@@ -75,6 +115,13 @@ pub struct HekiConfig {
     /// not protect kernel data (R|W|Xu): nothing but kernel text stays
     /// supervisor-executable.
     pub nx_unprotected_at_end_of_boot: bool,
+    /// Most bytes of one signed module file, and of one of its checked
+    /// sections (`VALIDATE_MODULE`).
+    pub max_module_bytes: usize,
+    /// Most modules validated and not unloaded at once.
+    pub max_modules: usize,
+    /// Most keys `COPY_SECONDARY_KEY` may add.
+    pub max_secondary_keys: usize,
 }
 
 impl HekiConfig {
@@ -82,9 +129,12 @@ impl HekiConfig {
     /// `private` ranges: 16 list pages (2032 ranges) per call, blobs of at
     /// most 256 KiB and 512 KiB of kernel data in total, 52-bit GPAs,
     /// unprotected memory made non-executable for the kernel at the end of
-    /// boot. The bounds fit the bare-metal paravisor's 2 MiB heap next to a
-    /// batch over 32 MiB of L2 memory; a Linux guest (whose `.rodata` alone
-    /// is several MiB) needs a larger heap and larger bounds.
+    /// boot; module files of at most 256 KiB, 256 modules, 16 secondary
+    /// keys. The bounds fit the bare-metal paravisor's 2 MiB heap next to a
+    /// batch over 32 MiB of L2 memory (module validation holds the file, the
+    /// checked sections and two region-sized work buffers at once); a Linux
+    /// guest (whose `.rodata` alone is several MiB) needs a larger heap and
+    /// larger bounds.
     pub fn new(vm: L2Vm, guest_memory: (u64, u64), private: Vec<(u64, u64)>) -> Self {
         HekiConfig {
             vm,
@@ -98,6 +148,9 @@ impl HekiConfig {
             },
             max_kdata_bytes: 512 << 10,
             nx_unprotected_at_end_of_boot: true,
+            max_module_bytes: 256 << 10,
+            max_modules: 256,
+            max_secondary_keys: 16,
         }
     }
 
@@ -150,14 +203,15 @@ pub fn ept_errno(e: &EptError) -> Errno {
     }
 }
 
-/// The blobs of `LOAD_KDATA`, copied into L1 memory (§5.4). Module and kexec
-/// validation will read them; for now they are checked for shape, stored and
-/// counted.
+/// The blobs of `LOAD_KDATA`, copied into L1 memory (§5.4). The certificates,
+/// blocklist and patch info are also parsed into the service's keyring,
+/// blocklist and patch registry ([`HekiRuntime`]); the rest is stored for
+/// kexec and symbol work that does not exist yet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KdataStore {
     /// Concatenated DER certificates (type 0), checked to be DER SEQUENCEs.
     pub system_certs: Vec<u8>,
-    /// Number of certificates in `system_certs`.
+    /// Number of certificates of `system_certs` in the keyring.
     pub certificates: usize,
     /// Revocation certificates (type 1), possibly empty.
     pub revocation_certs: Vec<u8>,
@@ -269,6 +323,10 @@ pub struct HekiStats {
     pub attr_writes: u64,
     /// Pages moved to kernel data at the end of boot.
     pub pages_made_nx: u64,
+    /// Modules validated (tokens handed out).
+    pub modules_validated: u64,
+    /// `PATCH_TEXT` steps carried out.
+    pub patches_applied: u64,
 }
 
 /// L2 memory as [`heki_tdx::pages`] reads it: only GPAs inside
@@ -327,6 +385,7 @@ pub struct HekiService<
     pins: Option<RegisterPins>,
     ended: bool,
     kdata: KdataStore,
+    rt: HekiRuntime,
     /// Counters.
     pub stats: HekiStats,
     /// How often [`ExitHandlers::pending_interrupt`] ran.
@@ -349,6 +408,7 @@ impl HekiService {
             pins: None,
             ended: false,
             kdata: KdataStore::default(),
+            rt: HekiRuntime::default(),
             stats: HekiStats::default(),
             pending_interrupts: 0,
         }
@@ -368,6 +428,7 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
             pins: self.pins,
             ended: self.ended,
             kdata: self.kdata,
+            rt: self.rt,
             stats: self.stats,
             pending_interrupts: self.pending_interrupts,
         }
@@ -385,6 +446,7 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
             pins: self.pins,
             ended: self.ended,
             kdata: self.kdata,
+            rt: self.rt,
             stats: self.stats,
             pending_interrupts: self.pending_interrupts,
         }
@@ -409,9 +471,15 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
     pub fn kdata(&self) -> &KdataStore {
         &self.kdata
     }
+
+    /// Keys, blocklist, patch sites and validated modules.
+    pub fn runtime(&self) -> &HekiRuntime {
+        &self.rt
+    }
 }
 
 /// Why a call failed, for the log.
+#[derive(Debug)]
 struct Refusal(Errno, &'static str);
 
 impl fmt::Display for Refusal {
@@ -544,19 +612,22 @@ where
                 Refusal(e.errno(), "bad kernel data")
             })?
         };
-        let Some(certificates) = count_der_sequences(&k.system_certs) else {
+        if count_der_sequences(&k.system_certs).is_none() {
             return refuse(Errno::EINVAL, "system certificates are not DER SEQUENCEs");
-        };
-        if !k.revocation_certs.is_empty() && count_der_sequences(&k.revocation_certs).is_none() {
-            return refuse(
-                Errno::EINVAL,
-                "revocation certificates are not DER SEQUENCEs",
-            );
         }
-        if let Err(e) = Blocklist::parse_slots(&k.blocklist) {
-            log::warn!("LOAD_KDATA: {e}");
-            return refuse(e.errno(), "bad blocklist");
+        let blocklist = runtime::build_blocklist(&k.blocklist, &k.revocation_certs)?;
+        let mut keyring = Keyring::new();
+        let report = keyring
+            .load_system_certs(&k.system_certs, &blocklist)
+            .map_err(|e| {
+                log::warn!("LOAD_KDATA: certificates: {e}");
+                Refusal(e.errno(), "no usable system certificate")
+            })?;
+        for (i, why) in &report.skipped {
+            log::warn!("LOAD_KDATA: certificate {i} skipped: {why}");
         }
+        let certificates = report.added;
+        let patches = self.kernel_patch_sites(cx, &k.patch_info)?;
         let mut trampoline = Vec::with_capacity(k.kexec_trampoline.len());
         for r in &k.kexec_trampoline {
             if !self.config.inside_guest_memory(r.pa, r.epa)
@@ -590,7 +661,16 @@ where
             store.patch_info.len(),
             store.kexec_trampoline.len()
         );
+        log::info!(
+            "LOAD_KDATA: keyring {} key(s), blocklist {} hash(es), {} kernel patch site(s)",
+            keyring.len(),
+            blocklist.len(),
+            patches.len()
+        );
         self.kdata = store;
+        self.rt.keyring = keyring;
+        self.rt.blocklist = blocklist;
+        self.rt.patches = patches;
         Ok(0)
     }
 
@@ -665,7 +745,12 @@ where
                 c @ (HekiCall::LockRegs
                 | HekiCall::ProtectMemory
                 | HekiCall::LoadKdata
-                | HekiCall::SignalEndOfBoot),
+                | HekiCall::SignalEndOfBoot
+                | HekiCall::ValidateModule
+                | HekiCall::FreeModuleInit
+                | HekiCall::UnloadModule
+                | HekiCall::CopySecondaryKey
+                | HekiCall::PatchText),
             ) => c,
             _ => return self.next.handle(cx, args),
         };
@@ -680,6 +765,11 @@ where
                 HekiCall::LockRegs => self.lock_regs(cx),
                 HekiCall::ProtectMemory => self.protect_memory(cx, args),
                 HekiCall::LoadKdata => self.load_kdata(cx, args),
+                HekiCall::ValidateModule => self.validate_module(cx, args),
+                HekiCall::FreeModuleInit => self.free_module_init(cx, args),
+                HekiCall::UnloadModule => self.unload_module(cx, args),
+                HekiCall::CopySecondaryKey => self.copy_secondary_key(cx, args),
+                HekiCall::PatchText => self.patch_text(cx, args),
                 _ => self.end_of_boot(cx),
             })
         };

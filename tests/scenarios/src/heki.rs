@@ -5,6 +5,11 @@
 //! Guest memory is `[GUEST_START, GUEST_END)`, aliased R|W|Xs|Xu the way the
 //! bare-metal paravisor aliases the L2 region at boot; everything below it is
 //! the paravisor's, and the MMIO page inside it is paravisor-private too.
+//!
+//! The runtime calls (modules, secondary keys, text patching) are in
+//! [`modules`].
+
+mod modules;
 
 use crate::harness::*;
 use ept::{Authority, Ept, GpaRange, PageState, Policy};
@@ -27,6 +32,10 @@ pub const LIST: u64 = DATA;
 pub const LIST2: u64 = DATA + 0x1000;
 /// Blobs for LOAD_KDATA.
 pub const BLOB: u64 = DATA + 0x2000;
+/// The real test certificate for LOAD_KDATA.
+pub const CERT: u64 = DATA + 0x3000;
+/// The trusted certificate of the test module (tests/data/heki-module).
+pub const SIGNER_CERT: &[u8] = include_bytes!("../../data/heki-module/signer.crt.der");
 pub const TEXT: u64 = 0x70_0000;
 pub const RODATA: u64 = 0x71_0000;
 pub const KDATA: u64 = 0x72_0000;
@@ -495,16 +504,22 @@ fn sealed_pages_stay_sealed() {
     assert_eq!(td.events(), [gp0_at(rips[rips.len() - 2])]);
 }
 
-/// Two DER SEQUENCEs, one 133-byte blocklist slot, a 16-byte kinfo.
+/// The test certificate (at [`CERT`]), one 133-byte blocklist slot, a
+/// 16-byte kinfo; also two DER SEQUENCEs that are no certificates at [`BLOB`].
 fn kdata_blobs(td: &mut Td) -> Vec<(u64, u64, u64)> {
     let certs = [0x30, 0x03, 1, 2, 3, 0x30, 0x00];
     let mut slot = [0u8; 133];
     slot[..8].copy_from_slice(b"bin:aabb");
     td.0.write_memory(BLOB, &certs).unwrap();
+    td.0.write_memory(CERT, SIGNER_CERT).unwrap();
     td.0.write_memory(BLOB + 0x100, &slot).unwrap();
     td.0.write_memory(BLOB + 0x300, &[7u8; 16]).unwrap();
     vec![
-        (BLOB, BLOB + 7, KdataType::SystemCerts as u64),
+        (
+            CERT,
+            CERT + SIGNER_CERT.len() as u64,
+            KdataType::SystemCerts as u64,
+        ),
         (
             BLOB + 0x100,
             BLOB + 0x100 + 133,
@@ -524,11 +539,13 @@ fn load_kdata_stores_the_blobs_once() {
     let mut h = service();
     assert_eq!(next_status(&mut td, &mut vcpu, &mut h), 0);
     let k = h.kdata();
-    assert_eq!((k.loads, k.certificates), (1, 2));
-    assert_eq!(k.system_certs, [0x30, 0x03, 1, 2, 3, 0x30, 0x00]);
+    assert_eq!((k.loads, k.certificates), (1, 1));
+    assert_eq!(k.system_certs, SIGNER_CERT);
     assert_eq!(k.blocklist.len(), 133);
     assert_eq!(k.kernel_info, [7u8; 16]);
-    assert_eq!(k.bytes(), 7 + 133 + 16);
+    assert_eq!(k.bytes(), SIGNER_CERT.len() + 133 + 16);
+    assert_eq!(h.runtime().keyring().len(), 1);
+    assert_eq!(h.runtime().blocklist().len(), 1);
     assert_eq!(
         next_status(&mut td, &mut vcpu, &mut h),
         status(Errno::EINVAL),
@@ -556,6 +573,11 @@ fn load_kdata_refuses_bad_blobs() {
         (
             "certificates are not DER",
             vec![(BLOB + 0x300, BLOB + 0x310, cert)],
+            Errno::EINVAL,
+        ),
+        (
+            "DER SEQUENCEs that are no certificates",
+            vec![(BLOB, BLOB + 7, cert)],
             Errno::EINVAL,
         ),
         (
@@ -632,7 +654,7 @@ fn end_of_boot_locks_the_boot_calls_and_removes_kernel_execute() {
     actions.extend(call(HekiCall::LockRegs, 0, 0));
     actions.extend(call(HekiCall::ProtectMemory, LIST2, 1));
     actions.extend(call(HekiCall::LoadKdata, LIST, 3));
-    actions.extend(call(HekiCall::ValidateModule, LIST, 1));
+    actions.extend(call(HekiCall::KexecValidate, LIST, 1));
     actions.extend(raw_call(0x1_FFFF, 0x1234, 0));
     actions.extend([
         access(AccessKind::Fetch, LOOSE, 0),

@@ -559,6 +559,55 @@ pub fn call_to(target: u64) -> Option<Fault> {
     take_fault()
 }
 
+/// Calls the System V leaf function at `target` with `(a, b)` and returns
+/// RAX, or the fault its fetch (or body) raised.
+pub fn call2(target: u64, a: u64, b: u64) -> Result<u64, Fault> {
+    arm();
+    let ret: u64;
+    // SAFETY: `target` is a leaf function of the HEKI test module that only
+    // computes in caller-saved registers (or is not executable: the fetch
+    // faults and the handler resumes at 2 with the registers preserved). R12
+    // keeps RSP across a faulting call, R13 the fixup slot; every
+    // caller-saved register is declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            "lea r11, [rip + 2f]",
+            "mov qword ptr [r13], r11",
+            "mov r12, rsp",
+            "xor eax, eax",
+            "call r10",
+            "2:",
+            "mov rsp, r12",
+            "mov qword ptr [r13], 0",
+            in("r10") target,
+            in("r13") FIXUP.as_ptr(),
+            out("r12") _,
+            inout("rdi") a => _,
+            inout("rsi") b => _,
+            out("rax") ret,
+            clobber_abi("C"),
+        );
+    }
+    match take_fault() {
+        Some(f) => Err(f),
+        None => Ok(ret),
+    }
+}
+
+/// Copies `data` to `addr`: free L2 memory outside the image that no Rust
+/// object covers (the HEKI module checks' area).
+pub fn copy_to(addr: u64, data: &[u8]) {
+    // SAFETY: callers pass writable, identity-mapped L2 pages outside the
+    // probe's image (so `data` cannot overlap them) that no reference covers.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            core::ptr::with_exposed_provenance_mut::<u8>(addr as usize),
+            data.len(),
+        )
+    }
+}
+
 /// `lidt` (`idt`) or `lgdt` of `base`/`limit` with a fixup.
 pub fn load_table(idt: bool, base: u64, limit: u16) -> Option<Fault> {
     let dtr = Dtr { limit, base };

@@ -15,7 +15,10 @@
 //! * Entry state: RDI/RSI/RSP and CR3 as the contract says.
 //! * The LVBS boot ([`lvbs`]): SMEP/SMAP, syscall MSRs, a user page, then the
 //!   HEKI calls LOCK_REGS, PROTECT_MEMORY (its own layout), LOAD_KDATA and
-//!   SIGNAL_END_OF_BOOT, and what must be refused afterwards.
+//!   SIGNAL_END_OF_BOOT, and what must be refused afterwards; then the HEKI
+//!   module checks (validate the signed test module, refuse tampered copies,
+//!   run its text, a registered and an unregistered PATCH_TEXT, free its
+//!   init, unload it twice).
 //! * The attack suite ([`attacks`]): `probe: attack <name>: BLOCKED|ALLOWED`.
 //!
 //! It ends with `probe: done, N passed, M failed; B attacks blocked, A
@@ -44,6 +47,9 @@ const RO_TEST_PAGE_OFFSET: u64 = 0x1F_0000;
 const TAIL_SIZE: u64 = 0x1_0000;
 /// A page the probe may scribble on (inside the region, not the image).
 const SCRATCH_PAGE_OFFSET: u64 = 0x1E_0000;
+/// 4 MiB of the region (past the image, never protected: kernel data after
+/// the end of boot) where the HEKI module checks load the test module.
+const HEKI_MODULE_AREA_OFFSET: u64 = 0x40_0000;
 /// IA32_APIC_BASE and the value the paravisor emulates.
 const MSR_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_VALUE: u64 = 0xFEE0_0D00;
@@ -274,6 +280,7 @@ extern "C" fn probe_main(l2_base: u64, l2_size: u64, entry_rsp: u64) -> ! {
     memory_checks(l2_base);
     let boot = lvbs::boot(l2_base + SCRATCH_PAGE_OFFSET, entry_rsp);
     lvbs::after_boot_checks(&boot);
+    lvbs::module_checks(l2_base + HEKI_MODULE_AREA_OFFSET);
     attacks::run(&boot);
     finish()
 }
