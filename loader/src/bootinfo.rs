@@ -20,6 +20,14 @@ pub struct BootInfo {
     pub l2_image_end: u64,
     /// Flags (0).
     pub flags: u64,
+    /// GPA of the L2 command line (0 if none; version 2).
+    pub cmdline_gpa: u64,
+    /// Bytes of the command line (0 if none).
+    pub cmdline_size: u64,
+    /// GPA of the initrd (0 if none; version 2).
+    pub initrd_gpa: u64,
+    /// Bytes of the initrd (0 if none).
+    pub initrd_size: u64,
 }
 
 /// Why BootInfo bytes were rejected.
@@ -38,10 +46,10 @@ impl BootInfo {
     pub const GPA: u64 = layout::BOOT_INFO_GPA;
     /// "LVBSTDX1" as a little-endian u64.
     pub const MAGIC: u64 = 0x3158_4454_5342_564C;
-    /// Layout version.
-    pub const VERSION: u32 = 1;
+    /// Layout version (2 added the command line and the initrd).
+    pub const VERSION: u32 = 2;
     /// Encoded size in bytes.
-    pub const SIZE: usize = 64;
+    pub const SIZE: usize = 96;
     /// Offset of `magic`.
     pub const OFF_MAGIC: usize = 0;
     /// Offset of `version`.
@@ -60,6 +68,14 @@ impl BootInfo {
     pub const OFF_L2_IMAGE_END: usize = 48;
     /// Offset of `flags`.
     pub const OFF_FLAGS: usize = 56;
+    /// Offset of `cmdline_gpa`.
+    pub const OFF_CMDLINE_GPA: usize = 64;
+    /// Offset of `cmdline_size`.
+    pub const OFF_CMDLINE_SIZE: usize = 72;
+    /// Offset of `initrd_gpa`.
+    pub const OFF_INITRD_GPA: usize = 80;
+    /// Offset of `initrd_size`.
+    pub const OFF_INITRD_SIZE: usize = 88;
 
     /// The contract's values for an L2 image with `entry` that ends at `image_end`.
     pub const fn for_l2_image(l2_entry: u64, l2_image_end: u64) -> Self {
@@ -71,6 +87,10 @@ impl BootInfo {
             l2_entry,
             l2_image_end,
             flags: 0,
+            cmdline_gpa: 0,
+            cmdline_size: 0,
+            initrd_gpa: 0,
+            initrd_size: 0,
         }
     }
 
@@ -87,6 +107,10 @@ impl BootInfo {
             (Self::OFF_L2_ENTRY, self.l2_entry),
             (Self::OFF_L2_IMAGE_END, self.l2_image_end),
             (Self::OFF_FLAGS, self.flags),
+            (Self::OFF_CMDLINE_GPA, self.cmdline_gpa),
+            (Self::OFF_CMDLINE_SIZE, self.cmdline_size),
+            (Self::OFF_INITRD_GPA, self.initrd_gpa),
+            (Self::OFF_INITRD_SIZE, self.initrd_size),
         ] {
             b[off..][..8].copy_from_slice(&v.to_le_bytes());
         }
@@ -121,6 +145,10 @@ impl BootInfo {
             l2_entry: u64_at(Self::OFF_L2_ENTRY),
             l2_image_end: u64_at(Self::OFF_L2_IMAGE_END),
             flags: u64_at(Self::OFF_FLAGS),
+            cmdline_gpa: u64_at(Self::OFF_CMDLINE_GPA),
+            cmdline_size: u64_at(Self::OFF_CMDLINE_SIZE),
+            initrd_gpa: u64_at(Self::OFF_INITRD_GPA),
+            initrd_size: u64_at(Self::OFF_INITRD_SIZE),
         })
     }
 }
@@ -139,7 +167,7 @@ mod tests {
         let bi = BootInfo::for_l2_image(0x100_1234, 0x100_8000);
         let b = bi.to_bytes();
         assert_eq!(&b[..8], b"LVBSTDX1");
-        assert_eq!(b[8], 1);
+        assert_eq!(b[8], 2);
         assert_eq!(b[12], 1);
         assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 64 << 20);
         assert_eq!(
@@ -161,9 +189,9 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         let mut b = BootInfo::for_l2_image(0, 0).to_bytes();
-        assert_eq!(BootInfo::from_bytes(&b[..63]), Err(BootInfoError::TooShort));
-        b[8] = 2;
-        assert_eq!(BootInfo::from_bytes(&b), Err(BootInfoError::BadVersion(2)));
+        assert_eq!(BootInfo::from_bytes(&b[..95]), Err(BootInfoError::TooShort));
+        b[8] = 1;
+        assert_eq!(BootInfo::from_bytes(&b), Err(BootInfoError::BadVersion(1)));
         b[0] = 0;
         assert_eq!(BootInfo::from_bytes(&b), Err(BootInfoError::BadMagic));
     }

@@ -18,6 +18,10 @@ pub enum ImageKind {
     Paravisor,
     /// The ELF of L2 VM #1 (the probe, later a kernel loader).
     L2Guest,
+    /// The initrd of L2 VM #1.
+    Initrd,
+    /// The command line of L2 VM #1.
+    Cmdline,
 }
 
 impl ImageKind {
@@ -26,6 +30,8 @@ impl ImageKind {
         match self {
             ImageKind::Paravisor => 1,
             ImageKind::L2Guest => 2,
+            ImageKind::Initrd => 3,
+            ImageKind::Cmdline => 4,
         }
     }
 
@@ -34,6 +40,8 @@ impl ImageKind {
         match n {
             1 => Some(ImageKind::Paravisor),
             2 => Some(ImageKind::L2Guest),
+            3 => Some(ImageKind::Initrd),
+            4 => Some(ImageKind::Cmdline),
             _ => None,
         }
     }

@@ -26,6 +26,19 @@ pub const L2_RO_TEST_PAGE_OFFSET: u64 = 0x1F_0000;
 pub const L2_PAGE_TABLE_BYTES: u64 = 64 << 10;
 /// Maximum span of the L2 image: it must end below the RO test page.
 pub const L2_IMAGE_MAX_BYTES: u64 = L2_RO_TEST_PAGE_OFFSET;
+/// Offset in the L2 region of the command-line page(s) (above the RO test page).
+pub const L2_CMDLINE_OFFSET: u64 = 0x20_0000;
+/// Maximum bytes of the L2 command line.
+pub const L2_CMDLINE_MAX_BYTES: u64 = 0x1000;
+/// Offset in the L2 region of the initrd.
+pub const L2_INITRD_OFFSET: u64 = 0x40_0000;
+/// Maximum bytes of the initrd: up to the L2 page tables at the region's top.
+pub const L2_INITRD_MAX_BYTES: u64 = L2_SIZE - L2_PAGE_TABLE_BYTES - L2_INITRD_OFFSET;
+/// GPA of the TDX reset page: L1 starts at `0xFFFF_FFF0` (tdx-abi.md §5.1,
+/// §5.8); the loader puts a `jmp rel32` to the paravisor's 32-bit entry there.
+pub const RESET_PAGE_GPA: u64 = 0xFFFF_F000;
+/// GPA of the first instruction of a TD vCPU.
+pub const RESET_VECTOR: u64 = 0xFFFF_FFF0;
 /// COM1 data port.
 pub const COM1: u16 = 0x3F8;
 /// QEMU `isa-debug-exit` port: a write of `v` ends QEMU with status `(v << 1) | 1`.

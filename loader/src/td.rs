@@ -18,12 +18,43 @@ pub enum LayoutError {
     Missing(ImageKind),
     /// An ELF is unusable.
     Elf(ImageKind, ElfError),
+    /// The initrd or command line is larger than its window.
+    TooLarge(ImageKind),
 }
 
 impl From<ImageError> for LayoutError {
     fn from(e: ImageError) -> Self {
         LayoutError::Image(e)
     }
+}
+
+/// What a page of the initial TD holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagePart {
+    /// The BootInfo parameter area (host-filled: ADD only).
+    BootInfo,
+    /// The paravisor image (measured).
+    Paravisor,
+    /// The L2 kernel image (ADD only; the paravisor measures it into RTMR1).
+    Kernel,
+    /// The L2 command line (ADD only; RTMR1).
+    Cmdline,
+    /// The initrd (ADD only; RTMR1).
+    Initrd,
+    /// The TDX reset page with the jump to the paravisor entry (measured).
+    ResetVector,
+}
+
+/// One page of the initial TD, in the order the loader writes (and a host
+/// adds, and MRTD covers) them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadPage {
+    /// Page GPA.
+    pub gpa: u64,
+    /// What it holds.
+    pub part: PagePart,
+    /// Whether TDH.MR.EXTEND covers its contents (else TDH.MEM.PAGE.ADD only).
+    pub measured: bool,
 }
 
 /// The TD's initial private memory.
@@ -33,12 +64,16 @@ pub struct TdLayout<'a> {
     pub paravisor: LoadPlan<'a>,
     /// The L2 guest's segments; `entry` is its 64-bit entry point.
     pub l2: LoadPlan<'a>,
+    /// The L2 command line, if any (at `l2_base + L2_CMDLINE_OFFSET`).
+    pub cmdline: Option<&'a [u8]>,
+    /// The initrd, if any (at `l2_base + L2_INITRD_OFFSET`).
+    pub initrd: Option<&'a [u8]>,
     /// The BootInfo page contents.
     pub boot_info: BootInfo,
 }
 
 impl<'a> TdLayout<'a> {
-    /// Lays out the two ELFs of a [`TdImage`].
+    /// Lays out the entries of a [`TdImage`].
     pub fn from_image(image: &TdImage<'a>) -> Result<Self, LayoutError> {
         let pv = image
             .get(ImageKind::Paravisor)
@@ -46,11 +81,27 @@ impl<'a> TdLayout<'a> {
         let l2 = image
             .get(ImageKind::L2Guest)
             .ok_or(LayoutError::Missing(ImageKind::L2Guest))?;
-        Self::from_elfs(pv, l2)
+        Self::from_parts(
+            pv,
+            l2,
+            image.get(ImageKind::Initrd),
+            image.get(ImageKind::Cmdline),
+        )
     }
 
     /// Lays out a paravisor ELF and an L2 ELF, each in its window of the contract.
     pub fn from_elfs(paravisor: &'a [u8], l2: &'a [u8]) -> Result<Self, LayoutError> {
+        Self::from_parts(paravisor, l2, None, None)
+    }
+
+    /// Lays out the paravisor, the L2 kernel ELF, and an optional initrd and
+    /// command line (empty ones count as absent).
+    pub fn from_parts(
+        paravisor: &'a [u8],
+        l2: &'a [u8],
+        initrd: Option<&'a [u8]>,
+        cmdline: Option<&'a [u8]>,
+    ) -> Result<Self, LayoutError> {
         let paravisor = load_plan(
             paravisor,
             layout::PARAVISOR_BASE..layout::PARAVISOR_BASE + layout::PARAVISOR_MAX_BYTES,
@@ -61,26 +112,91 @@ impl<'a> TdLayout<'a> {
             layout::L2_BASE..layout::L2_BASE + layout::L2_IMAGE_MAX_BYTES,
         )
         .map_err(|e| LayoutError::Elf(ImageKind::L2Guest, e))?;
-        let boot_info = BootInfo::for_l2_image(l2.entry, l2.end());
+        let initrd = initrd.filter(|i| !i.is_empty());
+        let cmdline = cmdline.filter(|c| !c.is_empty());
+        if initrd.is_some_and(|i| i.len() as u64 > layout::L2_INITRD_MAX_BYTES) {
+            return Err(LayoutError::TooLarge(ImageKind::Initrd));
+        }
+        if cmdline.is_some_and(|c| c.len() as u64 > layout::L2_CMDLINE_MAX_BYTES) {
+            return Err(LayoutError::TooLarge(ImageKind::Cmdline));
+        }
+        let mut boot_info = BootInfo::for_l2_image(l2.entry, l2.end());
+        if let Some(c) = cmdline {
+            boot_info.cmdline_gpa = layout::L2_BASE + layout::L2_CMDLINE_OFFSET;
+            boot_info.cmdline_size = c.len() as u64;
+        }
+        if let Some(i) = initrd {
+            boot_info.initrd_gpa = layout::L2_BASE + layout::L2_INITRD_OFFSET;
+            boot_info.initrd_size = i.len() as u64;
+        }
         Ok(TdLayout {
             paravisor,
             l2,
+            cmdline,
+            initrd,
             boot_info,
         })
     }
 
-    /// Pages added before the TD starts, ascending: BootInfo, paravisor, L2 image.
+    /// Every page of the initial TD in load order: BootInfo (parameter area),
+    /// the paravisor, the L2 kernel from `l2_base` to the end of its image,
+    /// the command line, the initrd, and the reset page.
+    pub fn pages(&self) -> Vec<LoadPage> {
+        let page = |gpa, part, measured| LoadPage {
+            gpa,
+            part,
+            measured,
+        };
+        let span =
+            |start: u64, len: u64| (start..page_align_up(start + len)).step_by(PAGE_SIZE as usize);
+        let mut v = Vec::from([page(BootInfo::GPA, PagePart::BootInfo, false)]);
+        v.extend(
+            self.paravisor
+                .pages()
+                .into_iter()
+                .map(|g| page(g, PagePart::Paravisor, true)),
+        );
+        let bi = &self.boot_info;
+        v.extend(
+            span(bi.l2_base, bi.l2_image_end - bi.l2_base)
+                .map(|g| page(g, PagePart::Kernel, false)),
+        );
+        v.extend(span(bi.cmdline_gpa, bi.cmdline_size).map(|g| page(g, PagePart::Cmdline, false)));
+        v.extend(span(bi.initrd_gpa, bi.initrd_size).map(|g| page(g, PagePart::Initrd, false)));
+        v.push(page(layout::RESET_PAGE_GPA, PagePart::ResetVector, true));
+        v
+    }
+
+    /// GPAs of [`TdLayout::pages`].
     pub fn added_pages(&self) -> Vec<u64> {
-        let mut pages = Vec::from([BootInfo::GPA]);
-        pages.extend(self.paravisor.pages());
-        pages.extend(self.l2.pages());
-        pages
+        self.pages().iter().map(|p| p.gpa).collect()
     }
 
     /// Bytes at the bottom of private memory that start accepted: up to the
-    /// end of the highest added page.
+    /// end of the highest added page inside TD memory.
     pub fn accepted_bytes(&self) -> u64 {
-        page_align_up(self.l2.end().max(self.paravisor.end()))
+        self.pages()
+            .iter()
+            .filter(|p| p.gpa < layout::TD_MEMORY_BYTES)
+            .map(|p| p.gpa + PAGE_SIZE)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The L2 kernel image as loaded: `[l2_base, l2_image_end)`, what the
+    /// paravisor measures into RTMR1.
+    pub fn kernel_image(&self) -> Vec<u8> {
+        let bi = &self.boot_info;
+        let mut out = Vec::new();
+        let mut page = [0u8; PAGE_SIZE as usize];
+        let mut gpa = bi.l2_base;
+        while gpa < bi.l2_image_end {
+            self.fill_page(gpa, &mut page);
+            let n = (bi.l2_image_end - gpa).min(PAGE_SIZE) as usize;
+            out.extend_from_slice(&page[..n]);
+            gpa += PAGE_SIZE;
+        }
+        out
     }
 
     /// The initial contents of the 4 KiB page at `gpa` (zero outside the image).
@@ -90,13 +206,29 @@ impl<'a> TdLayout<'a> {
             page[..BootInfo::SIZE].copy_from_slice(&self.boot_info.to_bytes());
             return;
         }
+        if gpa == layout::RESET_PAGE_GPA {
+            *page = crate::igvm::reset_page(self.paravisor.entry as u32);
+            return;
+        }
         let page_end = gpa.saturating_add(PAGE_SIZE);
-        for s in self.paravisor.segments.iter().chain(&self.l2.segments) {
-            let data_end = s.paddr + s.data.len() as u64;
-            let from = s.paddr.max(gpa);
+        let bi = &self.boot_info;
+        let blobs = [
+            (bi.cmdline_gpa, self.cmdline.unwrap_or(&[])),
+            (bi.initrd_gpa, self.initrd.unwrap_or(&[])),
+        ];
+        let segments = self
+            .paravisor
+            .segments
+            .iter()
+            .chain(&self.l2.segments)
+            .map(|s| (s.paddr, s.data))
+            .chain(blobs);
+        for (paddr, data) in segments {
+            let data_end = paddr + data.len() as u64;
+            let from = paddr.max(gpa);
             let to = data_end.min(page_end);
             if from < to {
-                let src = &s.data[(from - s.paddr) as usize..(to - s.paddr) as usize];
+                let src = &data[(from - paddr) as usize..(to - paddr) as usize];
                 page[(from - gpa) as usize..(to - gpa) as usize].copy_from_slice(src);
             }
         }
@@ -134,8 +266,17 @@ mod tests {
         assert_eq!(td.boot_info.l2_image_end, 0x100_1000);
         assert_eq!(
             td.added_pages(),
-            vec![0x1000, 0x20_0000, 0x20_1000, 0x20_2000, 0x100_0000]
+            vec![
+                0x1000,
+                0x20_0000,
+                0x20_1000,
+                0x20_2000,
+                0x100_0000,
+                0xFFFF_F000
+            ]
         );
+        let measured: Vec<bool> = td.pages().iter().map(|p| p.measured).collect();
+        assert_eq!(measured, [false, true, true, true, false, true]);
         assert_eq!(td.accepted_bytes(), 0x100_1000);
         let mut page = [0u8; 4096];
         td.fill_page(0x20_1000, &mut page);

@@ -91,6 +91,10 @@ pub struct L2Layout {
     pub tss: u64,
     /// Initial RSP: the top of the region minus 64 KiB.
     pub stack_top: u64,
+    /// The L2 command line `(gpa, size)`, if any (BootInfo version 2).
+    pub cmdline: Option<(u64, u64)>,
+    /// The initrd `(gpa, size)`, if any.
+    pub initrd: Option<(u64, u64)>,
 }
 
 impl L2Layout {
@@ -177,6 +181,31 @@ pub fn validate(bi: &BootInfo, l1: &L1Image) -> Result<L2Layout, BootInfoError> 
         bi.l2_entry,
     )?;
     let tail = end - L2_TAIL_SIZE;
+    // The command line and the initrd: inside the region, above the RO test
+    // page, below the page tables, disjoint from each other.
+    let blob =
+        |gpa: u64, size: u64, what: &'static str| -> Result<Option<(u64, u64)>, BootInfoError> {
+            if size == 0 {
+                check(gpa == 0, what, gpa)?;
+                return Ok(None);
+            }
+            let blob_end = gpa.saturating_add(size);
+            check(gpa >= ro_page + PAGE_SIZE && blob_end <= tail, what, gpa)?;
+            Ok(Some((gpa, size)))
+        };
+    let cmdline = blob(
+        bi.cmdline_gpa,
+        bi.cmdline_size,
+        "cmdline (between the RO test page and the L2 page tables)",
+    )?;
+    let initrd = blob(
+        bi.initrd_gpa,
+        bi.initrd_size,
+        "initrd (between the RO test page and the L2 page tables)",
+    )?;
+    if let (Some((c, cs)), Some((i, is))) = (cmdline, initrd) {
+        check(c + cs <= i || i + is <= c, "cmdline overlaps the initrd", c)?;
+    }
     Ok(L2Layout {
         base,
         size,
@@ -189,6 +218,8 @@ pub fn validate(bi: &BootInfo, l1: &L1Image) -> Result<L2Layout, BootInfoError> 
         gdt: tail + 3 * PAGE_SIZE,
         tss: tail + 3 * PAGE_SIZE + 0x100,
         stack_top: tail,
+        cmdline,
+        initrd,
     })
 }
 
@@ -205,6 +236,10 @@ mod tests {
             l2_entry: 0x0100_0000,
             l2_image_end: 0x0100_5000,
             flags: 0,
+            cmdline_gpa: 0x0120_0000,
+            cmdline_size: 10,
+            initrd_gpa: 0x0140_0000,
+            initrd_size: 0x1234,
         }
     }
 
@@ -225,14 +260,16 @@ mod tests {
         assert_eq!(l.gdt, 0x02FF_3000);
         assert_eq!(l.tss, 0x02FF_3100);
         assert_eq!(l.end(), 0x0300_0000);
+        assert_eq!(l.cmdline, Some((0x0120_0000, 10)));
+        assert_eq!(l.initrd, Some((0x0140_0000, 0x1234)));
     }
 
     #[test]
     fn rejects_bad_encodings() {
         let mut b = good().to_bytes();
         assert_eq!(decode(&b[..10]).unwrap_err().what, "page too short");
-        b[8] = 2;
-        assert_eq!(decode(&b).unwrap_err().value, 2);
+        b[8] = 1;
+        assert_eq!(decode(&b).unwrap_err().value, 1);
         b[0] ^= 1;
         assert_eq!(decode(&b).unwrap_err().what, "magic is not LVBSTDX1");
     }
@@ -240,7 +277,12 @@ mod tests {
     #[test]
     fn rejects_bad_fields() {
         type Mutation = fn(&mut BootInfo);
-        let cases: [(&str, Mutation); 10] = [
+        let cases: [(&str, Mutation); 15] = [
+            ("cmdline below RO page", |i| i.cmdline_gpa = 0x0100_6000),
+            ("cmdline in the tail", |i| i.cmdline_gpa = 0x02FF_0000),
+            ("initrd wraps", |i| i.initrd_size = u64::MAX),
+            ("initrd over cmdline", |i| i.initrd_gpa = 0x0120_0004),
+            ("gpa without size", |i| i.initrd_size = 0),
             ("flags", |i| i.flags = 1),
             ("vcpus", |i| i.num_vcpus = 0),
             ("memory", |i| i.td_memory_bytes = 2 << 30),

@@ -68,7 +68,7 @@ fn bootinfo() -> BootInfo {
         l2_size: 32 * MIB,
         l2_entry: L2_BASE,
         l2_image_end: IMAGE_END,
-        flags: 0,
+        ..BootInfo::for_l2_image(L2_BASE, IMAGE_END)
     }
 }
 

@@ -1,11 +1,12 @@
 //! tdx-emulator: a bare-metal SVM hypervisor that plays the Intel TDX module
 //! (through the `tdx-model` crate) and the host VMM for the lvbs-tdx paravisor.
 //!
-//! QEMU boots it with `-kernel` (PVH entry) and passes the TD image (an
-//! `lvbs_loader::TdImage`: paravisor ELF + L2 guest ELF) as `-initrd`. It lays
-//! out the TD per `docs/emulator-contract.md`, computes MRTD, and runs the
-//! paravisor as an SVM guest; TDCALL arrives as #UD. L2 runs as a second SVM
-//! guest through [`engine::SvmEngine`]. See `docs/emulator.md`.
+//! QEMU boots it with `-kernel` (PVH entry) and passes the TD image (a TDX
+//! IGVM file written by `loader build`) as `-initrd`. It adds the file's pages
+//! in file order as a host would (TDH.MEM.PAGE.ADD, TDH.MR.EXTEND for measured
+//! pages), computes MRTD the same way, and runs the paravisor as an SVM guest
+//! from the target of the reset page's jump; TDCALL arrives as #UD. L2 runs as
+//! a second SVM guest through [`engine::SvmEngine`]. See `docs/emulator.md`.
 //!
 //! On a hosted target this program only says that it runs on bare metal.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -72,8 +73,8 @@ mod bare {
     use crate::l1::{Iopm, L1};
     use crate::{emu_println, engine, heap, host, hpet, idt, pvh, serial, stats, svm, vmcb};
     use alloc::boxed::Box;
-    use lvbs_loader::layout::{PAGE_SIZE, TD_MEMORY_BYTES};
-    use lvbs_loader::{TdImage, TdLayout};
+    use lvbs_loader::layout::{NUM_VCPUS, PAGE_SIZE, TD_MEMORY_BYTES};
+    use lvbs_loader::{BootInfo, IgvmTd};
     use tdx_model::measure::MrtdBuilder;
     use tdx_model::{TdConfig, TdxModel};
 
@@ -141,60 +142,80 @@ mod bare {
         let Some(image) = crate::phys::copy_boot_data(module.paddr, module.size as usize) else {
             fatal("the TD image lies outside RAM")
         };
-        let image = TdImage::parse(&image).unwrap_or_else(|e| {
-            emu_println!("bad TD image: {e:?}");
+        let td = IgvmTd::parse(&image).unwrap_or_else(|e| {
+            emu_println!("bad IGVM image: {e:?}");
             fatal("bad TD image")
         });
-        let layout = TdLayout::from_image(&image).unwrap_or_else(|e| {
-            emu_println!("TD image cannot be laid out: {e:?}");
-            fatal("bad TD image")
-        });
+        let Some(entry) = td.entry() else {
+            fatal("the IGVM image has no TDX reset page with a jmp at 0xFFFFFFF0")
+        };
         svm::init().unwrap_or_else(|e| fatal(e));
 
-        // MRTD over the added pages in ascending GPA order (contract).
-        let pages = layout.added_pages();
-        let mut page = Box::new([0u8; PAGE_SIZE as usize]);
+        // MRTD over the pages in file order, as a host adds them: measured
+        // pages are ADD + 16 EXTENDs, unmeasured and parameter pages ADD only.
         let mut mrtd = MrtdBuilder::new();
-        for &gpa in &pages {
-            layout.fill_page(gpa, &mut page);
-            mrtd.add_measured_page(gpa, &page);
-        }
+        let (mut pages, mut measured, mut accepted_bytes) = (0usize, 0usize, 0u64);
+        td.for_each_page(NUM_VCPUS, |gpa, page, is_measured| {
+            if is_measured {
+                mrtd.add_measured_page(gpa, page);
+                measured += 1;
+            } else {
+                mrtd.page_add(gpa);
+            }
+            pages += 1;
+            if gpa + PAGE_SIZE <= TD_MEMORY_BYTES {
+                accepted_bytes = accepted_bytes.max(gpa + PAGE_SIZE);
+            }
+        });
         let mrtd = mrtd.finish();
 
         let mut config = TdConfig::new(TD_MEMORY_BYTES);
-        config.num_vcpus = 1;
+        config.num_vcpus = NUM_VCPUS;
         config.num_l2_vms = 1;
         config.gpaw = 48;
         config.mbec_supported = true;
-        config.accepted_bytes = layout.accepted_bytes();
+        config.accepted_bytes = accepted_bytes;
         config.mrtd = mrtd;
 
         let l1_vmcb: &'static vmcb::Vmcb = Box::leak(Box::new(vmcb::Vmcb::new()));
         let iopm: &'static Iopm = Box::leak(Iopm::ones());
         let engine = engine::SvmEngine::new(l1_vmcb, iopm);
         let mut model = TdxModel::new(config, host::QemuHost::default(), engine);
-        for &gpa in &pages {
-            layout.fill_page(gpa, &mut page);
-            if model.write_memory(gpa, &page[..]).is_err() {
-                fatal("cannot write an initial TD page");
+        // Pages outside private memory (the reset page at 0xFFFF_F000) are
+        // measured but not mapped: L1 starts at the jump's target instead.
+        let mut write_failed = false;
+        td.for_each_page(NUM_VCPUS, |gpa, page, _| {
+            if gpa + PAGE_SIZE <= TD_MEMORY_BYTES && model.write_memory(gpa, &page[..]).is_err() {
+                write_failed = true;
             }
+        });
+        if write_failed {
+            fatal("cannot write an initial TD page");
         }
+        let mut bi = Box::new([0u8; PAGE_SIZE as usize]);
+        let bi = model
+            .read_memory(BootInfo::GPA, &mut bi[..])
+            .ok()
+            .and_then(|()| BootInfo::from_bytes(&bi[..]).ok());
         stats::with(|s| {
             s.mrtd = mrtd;
             s.start_ns = hpet::now_ns();
         });
         emu_println!(
-            "TD: {} MiB private memory at host {:#x}, {} pages added ({} KiB accepted), paravisor entry {:#x}, L2 entry {:#x}, L2 image end {:#x}, heap used {} KiB",
+            "TD: {} MiB private memory at host {:#x}, IGVM {} KiB: {} pages added ({} measured, {} KiB accepted), paravisor entry {:#x} (reset-page jmp), L2 entry {:#x}, L2 image end {:#x}, heap used {} KiB",
             TD_MEMORY_BYTES / MIB,
             model.memory().backing_address(),
-            pages.len(),
-            layout.accepted_bytes() / 1024,
-            layout.paravisor.entry,
-            layout.boot_info.l2_entry,
-            layout.boot_info.l2_image_end,
+            image.len() / 1024,
+            pages,
+            measured,
+            accepted_bytes / 1024,
+            entry,
+            bi.map_or(0, |b| b.l2_entry),
+            bi.map_or(0, |b| b.l2_image_end),
             heap::used() / 1024
         );
-        let l1 = L1::new(l1_vmcb, iopm, layout.paravisor.entry);
+        let l1 = L1::new(l1_vmcb, iopm, entry);
+        drop(td);
         drop(image);
         l1.run(&mut model)
     }

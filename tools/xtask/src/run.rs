@@ -1,7 +1,9 @@
 //! `cargo xtask run` and `cargo xtask emulator-test`: build the SVM-based TDX
-//! emulator, the paravisor and the probe for the bare-metal target, pack the TD
-//! image (`lvbs_loader::TdImage`), and boot it under QEMU TCG with a timeout,
-//! streaming the console and counting `check … PASS/FAIL` lines.
+//! emulator, the paravisor and the probe for the bare-metal target, write the
+//! TD image as a TDX IGVM file (`lvbs_loader_cli::build`), compute its MRTD
+//! with the loader (`lvbs_loader_cli::measure`), and boot it under QEMU TCG
+//! with a timeout, streaming the console, counting `check … PASS/FAIL` lines
+//! and comparing the emulator's MRTD with the loader's.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -10,9 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lvbs_loader::layout::PAGE_SIZE;
-use lvbs_loader::{ImageKind, TdImage, TdImageBuilder, TdLayout};
-use tdx_model::measure::MrtdBuilder;
+use lvbs_loader_cli::Inputs;
 
 use crate::{cargo_bin, check_target_installed, workspace_root, Failure, BARE_METAL_TARGET};
 
@@ -35,15 +35,30 @@ pub struct RunArgs {
     /// Paravisor ELF (default: `-p paravisor-boot`).
     #[arg(long)]
     pub paravisor: Option<PathBuf>,
+    /// L2 command line placed in the image (measured into RTMR1 by the paravisor).
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// Initrd placed in the image (measured into RTMR1 by the paravisor).
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The defaults: the probe and the paravisor built here, no command line or initrd.
+    pub fn with_timeout(timeout: u64) -> Self {
+        RunArgs {
+            guest: None,
+            timeout,
+            paravisor: None,
+            cmdline: None,
+            initrd: None,
+        }
+    }
 }
 
 /// `emulator-test`: the default run must report checks, all passing.
 pub fn emulator_test(timeout: u64) -> Result<(), Failure> {
-    let args = RunArgs {
-        guest: None,
-        timeout,
-        paravisor: None,
-    };
+    let args = RunArgs::with_timeout(timeout);
     run(&args, true)
 }
 
@@ -188,11 +203,7 @@ pub struct Report {
 /// `attacks`: the `emulator-test` run, which must also report at least
 /// [`MIN_ATTACKS`] attacks, all blocked. Prints `attacks: N blocked, M allowed`.
 pub fn attacks(timeout: u64) -> Result<(), Failure> {
-    let args = RunArgs {
-        guest: None,
-        timeout,
-        paravisor: None,
-    };
+    let args = RunArgs::with_timeout(timeout);
     let mut report = Report::default();
     let result = run_counting(&args, true, &mut report);
     if report.allowed > 0 {
@@ -223,10 +234,57 @@ pub fn run_counting(
     report: &mut Report,
 ) -> Result<(), Failure> {
     let root = workspace_root();
-    check_target_installed()?;
-    ensure_qemu()?;
-    let qemu = qemu_version().unwrap_or_default();
+    let mut packages = vec![];
+    if args.paravisor.is_none() {
+        packages.push("paravisor-boot");
+    }
+    if args.guest.is_none() {
+        packages.push("lvbs-probe");
+    }
+    let bin_dir = build_bare_metal(&packages)?;
+    let paravisor_path = args
+        .paravisor
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("paravisor"));
+    let guest_path = args.guest.clone().unwrap_or_else(|| bin_dir.join("probe"));
+    let paravisor = read(&paravisor_path, "paravisor ELF")?;
+    let guest = read(&guest_path, "L2 guest ELF")?;
+    let initrd = args
+        .initrd
+        .as_ref()
+        .map(|p| read(p, "initrd"))
+        .transpose()?;
+    let inputs = Inputs {
+        paravisor: &paravisor,
+        kernel: &guest,
+        initrd: initrd.as_deref(),
+        cmdline: args.cmdline.as_deref().map(str::as_bytes),
+    };
+    let image = lvbs_loader_cli::build(&inputs)
+        .map_err(|e| Failure(format!("cannot build the IGVM image: {e}")))?;
+    let image_path = target_dir(&root).join("lvbs-tdx").join("td.igvm");
+    eprintln!(
+        "xtask: paravisor {}, L2 guest {}",
+        paravisor_path.display(),
+        guest_path.display(),
+    );
+    let out = boot_image(&image, &image_path, args.timeout, None, report)?;
+    eprintln!(
+        "xtask: {} console lines, MRTD {}",
+        out.lines.len(),
+        out.mrtd
+    );
+    if require_checks && out.report.passed == 0 {
+        return Err(Failure("the run reported no checks".into()));
+    }
+    Ok(())
+}
 
+/// Builds `tdx-emulator` and `packages` for the bare-metal target (release)
+/// and returns the directory of the binaries.
+pub fn build_bare_metal(packages: &[&str]) -> Result<PathBuf, Failure> {
+    let root = workspace_root();
+    check_target_installed()?;
     let mut build = vec![
         "build",
         "--release",
@@ -235,11 +293,8 @@ pub fn run_counting(
         "-p",
         "tdx-emulator",
     ];
-    if args.paravisor.is_none() {
-        build.extend(["-p", "paravisor-boot"]);
-    }
-    if args.guest.is_none() {
-        build.extend(["-p", "lvbs-probe"]);
+    for p in packages {
+        build.extend(["-p", p]);
     }
     eprintln!("xtask: cargo {}", build.join(" "));
     let status = Command::new(cargo_bin())
@@ -252,51 +307,63 @@ pub fn run_counting(
             "the bare-metal build exited with {status}"
         )));
     }
-    let bin_dir = target_dir(&root).join(BARE_METAL_TARGET).join("release");
-    let emulator = bin_dir.join("tdx-emulator");
-    let paravisor_path = args
-        .paravisor
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("paravisor"));
-    let guest_path = args.guest.clone().unwrap_or_else(|| bin_dir.join("probe"));
-    let paravisor = read(&paravisor_path, "paravisor ELF")?;
-    let guest = read(&guest_path, "L2 guest ELF")?;
+    Ok(target_dir(&root).join(BARE_METAL_TARGET).join("release"))
+}
 
-    let image = TdImageBuilder::new()
-        .add(ImageKind::Paravisor, &paravisor)
-        .add(ImageKind::L2Guest, &guest)
-        .build()
-        .map_err(|e| Failure(format!("cannot pack the TD image: {e:?}")))?;
-    let parsed = TdImage::parse(&image)
-        .map_err(|e| Failure(format!("packed image does not parse: {e:?}")))?;
-    let layout = TdLayout::from_image(&parsed)
-        .map_err(|e| Failure(format!("the TD image cannot be laid out: {e:?}")))?;
-    let mut mrtd = MrtdBuilder::new();
-    let mut page = [0u8; PAGE_SIZE as usize];
-    for gpa in layout.added_pages() {
-        layout.fill_page(gpa, &mut page);
-        mrtd.add_measured_page(gpa, &page);
+/// What one boot printed.
+#[derive(Clone, Debug, Default)]
+pub struct BootOutput {
+    /// Every console line before the statistics.
+    pub lines: Vec<String>,
+    /// The check and attack counts.
+    pub report: Report,
+    /// MRTD as the emulator and the loader computed it (equal).
+    pub mrtd: String,
+}
+
+/// Writes the IGVM `image` to `image_path`, computes its MRTD with the
+/// loader, boots it in the emulator under QEMU (writing `stdin` to the
+/// serial console, if given), and fails on a FAIL line, a timeout, a QEMU
+/// status other than success, or an emulator MRTD that differs from the
+/// loader's. The counts are left in `report` also when it fails.
+pub fn boot_image(
+    image: &[u8],
+    image_path: &Path,
+    timeout: u64,
+    stdin: Option<&[u8]>,
+    report: &mut Report,
+) -> Result<BootOutput, Failure> {
+    let root = workspace_root();
+    ensure_qemu()?;
+    let qemu = qemu_version().unwrap_or_default();
+    let emulator = target_dir(&root)
+        .join(BARE_METAL_TARGET)
+        .join("release")
+        .join("tdx-emulator");
+    let measurement = lvbs_loader_cli::measure(image)
+        .map_err(|e| Failure(format!("the loader cannot measure the image: {e}")))?;
+    let mrtd = hex(&measurement.mrtd);
+    if let Some(dir) = image_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let mrtd = hex(&mrtd.finish());
-    let out_dir = target_dir(&root).join("lvbs-tdx");
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| Failure(format!("cannot create {}: {e}", out_dir.display())))?;
-    let image_path = out_dir.join("td.img");
-    std::fs::write(&image_path, &image)
+    std::fs::write(image_path, image)
         .map_err(|e| Failure(format!("cannot write {}: {e}", image_path.display())))?;
     let emu_size = std::fs::metadata(&emulator).map(|m| m.len()).unwrap_or(0);
+    let bi = &measurement.boot_info;
     eprintln!(
-        "xtask: emulator {} ({} KiB), paravisor {} (entry {:#x}), L2 guest {} (entry {:#x}), TD image {} ({} KiB)",
+        "xtask: emulator {} ({} KiB), IGVM image {} ({} KiB, {} pages, {} measured), L2 entry {:#x}, command line {} bytes, initrd {} bytes",
         emulator.display(),
         emu_size / 1024,
-        paravisor_path.display(),
-        layout.paravisor.entry,
-        guest_path.display(),
-        layout.l2.entry,
         image_path.display(),
-        image.len() / 1024
+        image.len() / 1024,
+        measurement.pages,
+        measurement.measured_pages,
+        bi.l2_entry,
+        bi.cmdline_size,
+        bi.initrd_size,
     );
-    eprintln!("xtask: expected MRTD {mrtd}");
+    eprintln!("xtask: loader MRTD {mrtd}");
 
     let qemu_args: Vec<String> = [
         "-machine",
@@ -332,18 +399,28 @@ pub fn run_counting(
     ])
     .collect();
     eprintln!(
-        "xtask: {qemu}: {QEMU} {} (timeout {} s)",
+        "xtask: {qemu}: {QEMU} {} (timeout {timeout} s)",
         qemu_args.join(" "),
-        args.timeout
     );
     let start = Instant::now();
     let mut child = Command::new(QEMU)
         .args(&qemu_args)
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| Failure(format!("could not start {QEMU}: {e}")))?;
+    // The serial input stays in the pipe until the guest reads the UART.
+    let mut stdin_pipe = child.stdin.take();
+    if let (Some(pipe), Some(data)) = (stdin_pipe.as_mut(), stdin) {
+        pipe.write_all(data)
+            .map_err(|e| Failure(format!("writing QEMU's serial input: {e}")))?;
+        let _ = pipe.flush();
+    }
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -363,9 +440,10 @@ pub fn run_counting(
         }
     });
 
-    let deadline = start + Duration::from_secs(args.timeout);
+    let deadline = start + Duration::from_secs(timeout);
     let (mut passed, mut failed) = (0u32, 0u32);
     let mut stats: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     let mut in_stats = false;
     let mut emu_mrtd: Option<String> = None;
     let mut timed_out = false;
@@ -394,8 +472,14 @@ pub fn run_counting(
                     stats.push(line);
                 } else {
                     let mut o = stdout_lock.lock();
-                    let _ = writeln!(o, "{line}");
+                    // Evidence lines are long: show their start only.
+                    if line.len() > 200 {
+                        let _ = writeln!(o, "{}… ({} chars)", &line[..120], line.len());
+                    } else {
+                        let _ = writeln!(o, "{line}");
+                    }
                     let _ = o.flush();
+                    lines.push(line);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -408,6 +492,7 @@ pub fn run_counting(
     if timed_out {
         let _ = child.kill();
     }
+    drop(stdin_pipe);
     let status = child
         .wait()
         .map_err(|e| Failure(format!("waiting for QEMU: {e}")))?;
@@ -428,8 +513,7 @@ pub fn run_counting(
     eprintln!("xtask: QEMU ran {secs:.1} s");
     if timed_out {
         return Err(Failure(format!(
-            "timeout: QEMU was still running after {} s and was killed (raise it with --timeout)",
-            args.timeout
+            "timeout: QEMU was still running after {timeout} s and was killed (raise it with --timeout)"
         )));
     }
     let Some(code) = status.code() else {
@@ -441,19 +525,20 @@ pub fn run_counting(
     match emu_mrtd {
         Some(m) if m != mrtd => {
             return Err(Failure(format!(
-                "MRTD mismatch: the emulator measured {m}, the loader layout gives {mrtd}"
+                "MRTD mismatch: the emulator measured {m}, the loader computes {mrtd}"
             )))
         }
         None => return Err(Failure("the emulator printed no MRTD".into())),
-        Some(_) => {}
+        Some(_) => eprintln!("xtask: MRTD agrees: emulator = loader = {mrtd}"),
     }
     if failed > 0 {
         return Err(Failure(format!("{failed} check(s) failed")));
     }
-    if require_checks && passed == 0 {
-        return Err(Failure("the run reported no checks".into()));
-    }
-    Ok(())
+    Ok(BootOutput {
+        lines,
+        report: *report,
+        mrtd,
+    })
 }
 
 #[cfg(test)]
