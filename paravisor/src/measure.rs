@@ -123,8 +123,10 @@ pub mod tag {
 
 /// Most events one log holds (boot events plus admissions).
 pub const MAX_EVENTS: usize = 4096;
-/// Most bytes of event data per event.
-pub const MAX_EVENT_DATA: usize = 4096;
+/// Most bytes of event data per event (a 4 KiB command line plus its tag fits).
+pub const MAX_EVENT_DATA: usize = 8192;
+/// Longest command line [`boot_events_in_memory`] measures.
+pub const MAX_CMDLINE_BYTES: u64 = 4096;
 
 /// SHA-384 of `data`.
 pub fn sha384(data: &[u8]) -> Digest48 {
@@ -236,11 +238,16 @@ impl Event {
 
     /// RTMR1: the initrd at `gpa`.
     pub fn initrd(gpa: u64, initrd: &[u8]) -> Self {
+        Self::initrd_digest(gpa, initrd.len() as u64, sha384(initrd))
+    }
+
+    /// RTMR1: the initrd event for `size` bytes with `digest`.
+    pub fn initrd_digest(gpa: u64, size: u64, digest: Digest48) -> Self {
         Event {
             rtmr: RTMR_BOOT,
             event_type: event_type::IPL,
-            digest: sha384(initrd),
-            data: tagged(tag::INITRD, &gpa_size(gpa, initrd.len() as u64)),
+            digest,
+            data: tagged(tag::INITRD, &gpa_size(gpa, size)),
         }
     }
 
@@ -383,6 +390,73 @@ pub fn boot_events(payload: &BootPayload<'_>) -> Vec<Event> {
     }
     v.push(Event::separator(RTMR_BOOT));
     v
+}
+
+/// SHA-384 of `len` bytes of memory at `gpa`, read in 4 KiB pieces (the L1
+/// heap need not hold the whole image).
+pub fn digest_memory<M: L1Memory + ?Sized>(
+    m: &mut M,
+    gpa: u64,
+    len: u64,
+) -> Result<Digest48, MemoryError> {
+    let mut h = Sha384::new();
+    let mut buf = [0u8; 4096];
+    let mut at = gpa;
+    let end = gpa
+        .checked_add(len)
+        .ok_or(MemoryError::OutOfRange { gpa, len: 0 })?;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        m.read(at, &mut buf[..n])?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Where the L2 boot payload lies in memory: `(gpa, size)` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootRegions {
+    /// The kernel image.
+    pub kernel: (u64, u64),
+    /// The initrd, if any.
+    pub initrd: Option<(u64, u64)>,
+    /// The command line, if any.
+    pub cmdline: Option<(u64, u64)>,
+}
+
+/// [`boot_events`] with the kernel, initrd and command line read from memory
+/// (the paravisor's way: the same events for the same bytes).
+pub fn boot_events_in_memory<M: L1Memory + ?Sized>(
+    m: &mut M,
+    bootinfo: &[u8],
+    policy: &[u8],
+    regions: &BootRegions,
+) -> Result<Vec<Event>, MemoryError> {
+    let (kgpa, klen) = regions.kernel;
+    let mut v = Vec::from([
+        Event::bootinfo(bootinfo),
+        Event::policy(policy),
+        Event::separator(RTMR_CONFIG),
+        Event::kernel_digest(kgpa, klen, digest_memory(m, kgpa, klen)?),
+    ]);
+    if let Some((gpa, len)) = regions.initrd {
+        v.push(Event::initrd_digest(gpa, len, digest_memory(m, gpa, len)?));
+    }
+    if let Some((gpa, len)) = regions.cmdline {
+        // Never measure a prefix of what L2 will read: too long is an error.
+        if len > MAX_CMDLINE_BYTES {
+            return Err(MemoryError::OutOfRange {
+                gpa,
+                len: len as usize,
+            });
+        }
+        let mut c = alloc::vec![0u8; len as usize];
+        m.read(gpa, &mut c)?;
+        v.push(Event::cmdline(&c));
+    }
+    v.push(Event::separator(RTMR_BOOT));
+    Ok(v)
 }
 
 /// Why a log could not be parsed.

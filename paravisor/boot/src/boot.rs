@@ -8,6 +8,7 @@ use alloc::vec;
 
 use ept::{Authority, Ept, GpaRange, PageState, Policy, SealedKind};
 use paravisor::heki::{HekiConfig, HekiService};
+use paravisor::measure::{AttestHypercalls, MeasureError, SharedMeasurements};
 use paravisor::{setup_l2_vm, MemoryError, Platform, SetupError, StopReason, Vcpu};
 use tdcall::field::td;
 use tdcall::leaves::{TdInfo, VmRd, VpInfo, VpVmcall};
@@ -17,6 +18,7 @@ use tdcall::{L2Vm, Tdcall, TdxError};
 use crate::bootinfo::{self, BootInfoError, L1Image, L2Layout, BOOT_INFO_GPA, BOOT_INFO_SIZE};
 use crate::checks::{self, Tally};
 use crate::l2::{self, ProbeHypercalls};
+use crate::measured;
 use crate::memory::{self, MemError};
 
 /// QEMU `isa-debug-exit`: a write of `v` ends the run with status `(v << 1) | 1`.
@@ -34,6 +36,9 @@ pub struct L1Pages {
     pub vapic_gpa: u64,
     /// 256-byte aligned TDG.VP.ENTER guest-state buffer (§2.2).
     pub guest_state_gpa: u64,
+    /// 4 KiB aligned page for the TDG.MR.RTMR.EXTEND and TDG.MR.REPORT
+    /// buffers (`paravisor::measure::MeasureBuffers::in_page`).
+    pub measure_gpa: u64,
 }
 
 /// Why boot stopped before L2 ran.
@@ -65,6 +70,8 @@ pub enum BootError {
     HekiPolicy(ept::PolicyError),
     /// Sealing the RO test page for the HEKI service failed (TDG.MEM.PAGE.ATTR.WR).
     HekiApply(TdxError),
+    /// Measuring the boot payload into the RTMRs failed.
+    Measure(MeasureError),
 }
 
 impl fmt::Display for BootError {
@@ -83,6 +90,7 @@ impl fmt::Display for BootError {
             BootError::Setup(e) => write!(f, "{e}"),
             BootError::HekiPolicy(e) => write!(f, "HEKI page states: {e:?}"),
             BootError::HekiApply(e) => write!(f, "HEKI page states: ATTR.WR: {e}"),
+            BootError::Measure(e) => write!(f, "measured boot: {e}"),
         }
     }
 }
@@ -100,6 +108,9 @@ pub struct Booted {
     pub tally: Tally,
     /// The HEKI service and the exit policies it owns.
     pub heki: Service,
+    /// The RTMR event log (shared with the attestation calls; the HEKI
+    /// service records code admissions in it).
+    pub measurements: SharedMeasurements,
 }
 
 fn inside(l1: &L1Image, gpa: u64, len: u64, align: u64) -> bool {
@@ -151,6 +162,9 @@ pub fn identify<P: Platform>(
     }
     if !inside(l1, pages.guest_state_gpa, 256, 256) {
         return Err(BootError::L1Pages(pages.guest_state_gpa));
+    }
+    if !inside(l1, pages.measure_gpa, 0x1000, 0x1000) {
+        return Err(BootError::L1Pages(pages.measure_gpa));
     }
 
     let mut raw = [0u8; BOOT_INFO_SIZE];
@@ -221,22 +235,27 @@ pub fn prepare_l2<P: Platform>(
     for (reg, value) in l2::initial_gprs(&layout) {
         vcpu.state.gprs[reg] = value;
     }
-    let heki = heki_service(p, &layout, l1, pages).map_err(|e| match e {
+    let measurements = measured::measurements(pages.measure_gpa).map_err(BootError::Measure)?;
+    let heki = heki_service(p, &layout, l1, pages, &measurements).map_err(|e| match e {
         ept::EptError::Policy(e) => BootError::HekiPolicy(e),
         ept::EptError::Apply(e) => BootError::HekiApply(e.error),
     })?;
+    let n = measured::measure_boot(p, &layout, heki.config(), &measurements)
+        .map_err(BootError::Measure)?;
+    log::info!("measured boot: {n} events in RTMR0/RTMR1, attestation on VMCALL 0x5444_0001");
     Ok(Booted {
         info,
         layout,
         vcpu,
         tally,
         heki,
+        measurements,
     })
 }
 
 /// The HEKI service of the probe build (`paravisor::heki`), serving the boot
-/// calls with the probe echo as the next handler.
-pub type Service = HekiService<ProbeHypercalls>;
+/// calls, then the attestation calls (`paravisor::measure`), then the probe echo.
+pub type Service = HekiService<AttestHypercalls<ProbeHypercalls>>;
 
 /// The HEKI service for L2 VM #1: guest memory is the L2 region; the
 /// paravisor's image (text, data, stack, heap, vAPIC page, ENTER buffer) and
@@ -249,6 +268,7 @@ pub fn heki_service<P: Platform>(
     layout: &L2Layout,
     l1: &L1Image,
     pages: L1Pages,
+    measurements: &SharedMeasurements,
 ) -> Result<Service, ept::EptError> {
     let vm = L2Vm::Vm1;
     let private = vec![
@@ -269,8 +289,10 @@ pub fn heki_service<P: Platform>(
             Authority::Paravisor,
         )?;
     }
+    let attest_private = private.clone();
     let config = HekiConfig::new(vm, (layout.base, layout.end()), private);
     let probe = ProbeHypercalls::new([pages.vapic_gpa, pages.guest_state_gpa, l1.start]);
+    let probe = measured::attest_service(measurements, layout, attest_private, probe);
     Ok(HekiService::new(config, ept).with_next(probe))
 }
 
@@ -302,7 +324,14 @@ pub fn run<P: Platform>(p: &mut P, booted: &mut Booted) -> (StopReason, ProbeHyp
         if handlers.pins().is_some() { "" } else { "not " },
         if handlers.boot_ended() { "ended" } else { "not ended" }
     );
-    (stop, handlers.next)
+    let a = &handlers.next;
+    log::info!(
+        "attestation: {} report(s), {} refused call(s), {} RTMR extend(s)",
+        a.reports,
+        a.refused,
+        a.measurements.borrow().extends
+    );
+    (stop, handlers.next.next)
 }
 
 /// Logs the exit counters of `vcpu`.

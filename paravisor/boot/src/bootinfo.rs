@@ -203,6 +203,11 @@ pub fn validate(bi: &BootInfo, l1: &L1Image) -> Result<L2Layout, BootInfoError> 
         bi.initrd_size,
         "initrd (between the RO test page and the L2 page tables)",
     )?;
+    check(
+        bi.cmdline_size <= layout::L2_CMDLINE_MAX_BYTES,
+        "cmdline_size (at most 4 KiB)",
+        bi.cmdline_size,
+    )?;
     if let (Some((c, cs)), Some((i, is))) = (cmdline, initrd) {
         check(c + cs <= i || i + is <= c, "cmdline overlaps the initrd", c)?;
     }
@@ -277,12 +282,13 @@ mod tests {
     #[test]
     fn rejects_bad_fields() {
         type Mutation = fn(&mut BootInfo);
-        let cases: [(&str, Mutation); 15] = [
+        let cases: [(&str, Mutation); 16] = [
             ("cmdline below RO page", |i| i.cmdline_gpa = 0x0100_6000),
             ("cmdline in the tail", |i| i.cmdline_gpa = 0x02FF_0000),
             ("initrd wraps", |i| i.initrd_size = u64::MAX),
             ("initrd over cmdline", |i| i.initrd_gpa = 0x0120_0004),
             ("gpa without size", |i| i.initrd_size = 0),
+            ("cmdline too long", |i| i.cmdline_size = 0x1001),
             ("flags", |i| i.flags = 1),
             ("vcpus", |i| i.num_vcpus = 0),
             ("memory", |i| i.td_memory_bytes = 2 << 30),

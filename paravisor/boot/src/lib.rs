@@ -11,6 +11,7 @@
 //! * [`memory`]: TDG.MEM.PAGE.ACCEPT and TDG.MEM.PAGE.ATTR.WR over ranges.
 //! * [`l2`]: L2's page tables, GDT/TSS, initial state and the probe echo call.
 //! * [`checks`]: self-checks (illegal TDCALLs must fail with the right status).
+//! * [`measured`]: RTMR measurements of the L2 payload and the attestation calls.
 //! * [`boot`]: the sequence that ties them together.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod boot;
 pub mod bootinfo;
 pub mod checks;
 pub mod l2;
+pub mod measured;
 pub mod memory;
 
 #[cfg(test)]

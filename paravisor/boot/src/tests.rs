@@ -55,6 +55,7 @@ const L1: L1Image = L1Image {
 const PAGES: L1Pages = L1Pages {
     vapic_gpa: 0x40_0000,
     guest_state_gpa: 0x40_1000,
+    measure_gpa: 0x40_2000,
 };
 const L2_BASE: u64 = 0x0100_0000;
 const IMAGE_END: u64 = 0x0100_5000;

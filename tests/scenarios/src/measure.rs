@@ -74,6 +74,32 @@ fn boot_events_extend_the_rtmrs_the_log_replays() {
 }
 
 #[test]
+fn events_from_memory_equal_events_from_bytes() {
+    let (engine, _) = script(&[L2Action::Hlt]);
+    let mut td = Td::new(engine);
+    let p = payload();
+    let (igpa, initrd) = p.initrd.unwrap();
+    let cmd_gpa = 0x47_F000;
+    td.0.write_memory(p.kernel_gpa, p.kernel).unwrap();
+    td.0.write_memory(igpa, initrd).unwrap();
+    td.0.write_memory(cmd_gpa, p.cmdline.unwrap()).unwrap();
+    let regions = measure::BootRegions {
+        kernel: (p.kernel_gpa, p.kernel.len() as u64),
+        initrd: Some((igpa, initrd.len() as u64)),
+        cmdline: Some((cmd_gpa, p.cmdline.unwrap().len() as u64)),
+    };
+    let from_memory =
+        measure::boot_events_in_memory(&mut td, p.bootinfo, p.policy, &regions).unwrap();
+    assert_eq!(from_memory, boot_events(&p));
+    // A command line longer than 4 KiB is refused, never measured in part.
+    let long = measure::BootRegions {
+        cmdline: Some((cmd_gpa, 0x1001)),
+        ..regions
+    };
+    assert!(measure::boot_events_in_memory(&mut td, p.bootinfo, p.policy, &long).is_err());
+}
+
+#[test]
 fn a_changed_kernel_byte_changes_rtmr1_only() {
     let (engine, _) = script(&[L2Action::Hlt]);
     let mut td = Td::new(engine);

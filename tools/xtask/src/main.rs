@@ -11,7 +11,11 @@
 //! - `cargo xtask attacks`: `emulator-test` that also counts the probe's
 //!   `attack … BLOCKED/ALLOWED` lines, prints `attacks: N blocked, M allowed`
 //!   and fails on any ALLOWED or fewer than 20 attacks (`test` runs this).
+//! - `cargo xtask attest [--tamper kernel|nonce]`: the attestation demo (see
+//!   [`attest`]; `test` runs all three modes and expects the tampered ones
+//!   refused on RTMR1 and on the nonce).
 
+mod attest;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +40,12 @@ const NO_STD_CRATES: &[&str] = &[
 
 /// Bare-metal programs: clippy runs on them for [`BARE_METAL_TARGET`] too
 /// (on the host they compile to a stub `main`).
-const BARE_METAL_BINS: &[&str] = &["tdx-emulator", "paravisor-boot", "lvbs-probe"];
+const BARE_METAL_BINS: &[&str] = &[
+    "tdx-emulator",
+    "paravisor-boot",
+    "lvbs-probe",
+    "lvbs-attest-guest",
+];
 
 /// Command-line interface of `cargo xtask`.
 #[derive(Parser)]
@@ -50,7 +59,7 @@ struct Cli {
 /// The tasks `cargo xtask` knows.
 #[derive(Subcommand)]
 enum Task {
-    /// Run fmt check, clippy, host tests, the bare-metal build and the emulator test.
+    /// Run fmt check, clippy, host tests, the bare-metal build, the emulator test and the attestation demo.
     Test,
     /// Boot the paravisor and an L2 guest in the SVM-based TDX emulator under QEMU.
     Run(run::RunArgs),
@@ -66,6 +75,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Attestation demo: boot the attest guest, get a TDREPORT for a fresh
+    /// nonce with the event log, verify it (`--tamper kernel|nonce`: must be refused).
+    Attest(attest::AttestArgs),
 }
 
 /// A failed step, carrying the message to print before exiting non-zero.
@@ -87,6 +99,7 @@ fn main() -> ExitCode {
         Task::Run(args) => report(run::run(&args, false)),
         Task::EmulatorTest { timeout } => report(run::emulator_test(timeout)),
         Task::Attacks { timeout } => report(run::attacks(timeout)),
+        Task::Attest(args) => report(attest::attest(&args)),
     }
 }
 

@@ -62,7 +62,8 @@ pub fn emulator_test(timeout: u64) -> Result<(), Failure> {
     run(&args, true)
 }
 
-/// `emulator-test` with the attack requirements ([`attacks`]) as the last
+/// `emulator-test` with the attack requirements ([`attacks`]), then the
+/// attestation demo ([`crate::attest::attest_suite`]), as the last
 /// step of `cargo xtask test`: skipped (with a message) only when QEMU is
 /// missing and cannot be installed outside CI.
 pub fn emulator_test_in_suite(timeout: u64) -> Result<(), Failure> {
@@ -73,7 +74,10 @@ pub fn emulator_test_in_suite(timeout: u64) -> Result<(), Failure> {
         eprintln!("xtask: SKIPPED the emulator test: {why}");
         return Ok(());
     }
-    attacks(timeout)
+    attacks(timeout)?;
+    // Two more images (the attest guest with a command line and an initrd,
+    // and its tampered twin): MRTD agreement, then the verifier.
+    crate::attest::attest_suite(timeout)
 }
 
 fn is_root() -> bool {
@@ -268,7 +272,7 @@ pub fn run_counting(
         paravisor_path.display(),
         guest_path.display(),
     );
-    let out = boot_image(&image, &image_path, args.timeout, None, report)?;
+    let out = boot_image(&image, &image_path, args.timeout, None, report, &mut |_| {})?;
     eprintln!(
         "xtask: {} console lines, MRTD {}",
         out.lines.len(),
@@ -322,16 +326,18 @@ pub struct BootOutput {
 }
 
 /// Writes the IGVM `image` to `image_path`, computes its MRTD with the
-/// loader, boots it in the emulator under QEMU (writing `stdin` to the
-/// serial console, if given), and fails on a FAIL line, a timeout, a QEMU
+/// loader, boots it in the emulator under QEMU (with `com2_input`, if given,
+/// waiting on a second serial port, COM2 at 0x2F8, fed from a FIFO), and fails on a FAIL line, a timeout, a QEMU
 /// status other than success, or an emulator MRTD that differs from the
-/// loader's. The counts are left in `report` also when it fails.
+/// loader's. Every console line goes to `on_line` as it arrives; the counts
+/// are left in `report` also when it fails.
 pub fn boot_image(
     image: &[u8],
     image_path: &Path,
     timeout: u64,
-    stdin: Option<&[u8]>,
+    com2_input: Option<&[u8]>,
     report: &mut Report,
+    on_line: &mut dyn FnMut(&str),
 ) -> Result<BootOutput, Failure> {
     let root = workspace_root();
     ensure_qemu()?;
@@ -365,6 +371,21 @@ pub fn boot_image(
     );
     eprintln!("xtask: loader MRTD {mrtd}");
 
+    // COM2: a FIFO the guest reads (QEMU's `pipe:` backend opens it
+    // read-write, so neither side blocks on open).
+    let fifo = image_path.with_extension("com2");
+    let mut com2 = Vec::new();
+    if com2_input.is_some() {
+        let _ = std::fs::remove_file(&fifo);
+        let ok = Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(Failure(format!("mkfifo {} failed", fifo.display())));
+        }
+        com2 = vec!["-serial".to_string(), format!("pipe:{}", fifo.display())];
+    }
     let qemu_args: Vec<String> = [
         "-machine",
         "q35",
@@ -397,6 +418,7 @@ pub fn boot_image(
         "-initrd".to_string(),
         image_path.display().to_string(),
     ])
+    .chain(com2)
     .collect();
     eprintln!(
         "xtask: {qemu}: {QEMU} {} (timeout {timeout} s)",
@@ -405,21 +427,23 @@ pub fn boot_image(
     let start = Instant::now();
     let mut child = Command::new(QEMU)
         .args(&qemu_args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| Failure(format!("could not start {QEMU}: {e}")))?;
-    // The serial input stays in the pipe until the guest reads the UART.
-    let mut stdin_pipe = child.stdin.take();
-    if let (Some(pipe), Some(data)) = (stdin_pipe.as_mut(), stdin) {
-        pipe.write_all(data)
-            .map_err(|e| Failure(format!("writing QEMU's serial input: {e}")))?;
-        let _ = pipe.flush();
+    // The input stays in the FIFO until the guest reads COM2; keep it open
+    // until QEMU ends.
+    let mut com2_pipe = None;
+    if let Some(data) = com2_input {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .map_err(|e| Failure(format!("opening {}: {e}", fifo.display())))?;
+        f.write_all(data)
+            .map_err(|e| Failure(format!("writing {}: {e}", fifo.display())))?;
+        com2_pipe = Some(f);
     }
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel::<String>();
@@ -452,6 +476,7 @@ pub fn boot_image(
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
+                on_line(&line);
                 match check_verdict(&line) {
                     Some(true) => passed += 1,
                     Some(false) => failed += 1,
@@ -492,7 +517,10 @@ pub fn boot_image(
     if timed_out {
         let _ = child.kill();
     }
-    drop(stdin_pipe);
+    drop(com2_pipe);
+    if com2_input.is_some() {
+        let _ = std::fs::remove_file(&fifo);
+    }
     let status = child
         .wait()
         .map_err(|e| Failure(format!("waiting for QEMU: {e}")))?;

@@ -67,28 +67,31 @@ struct Page(UnsafeCell<[u8; 4096]>);
 #[repr(C, align(256))]
 struct EnterBuffer(UnsafeCell<[u8; 256]>);
 
-// SAFETY: neither is accessed through Rust references: their GPAs go to the TDX
-// module (TDG.VP.WR of the vAPIC address, TDG.VP.ENTER's buffer), and L1 reads
-// and writes the buffer only through `TdPlatform` by GPA on this one vCPU.
+// SAFETY: none is accessed through Rust references: their GPAs go to the TDX
+// module (TDG.VP.WR of the vAPIC address, TDG.VP.ENTER's buffer, the
+// measurement page's RTMR-extend and TDREPORT buffers), and L1 reads and
+// writes the buffers only through `TdPlatform` by GPA on this one vCPU.
 unsafe impl Sync for Page {}
 // SAFETY: as above.
 unsafe impl Sync for EnterBuffer {}
 
 static VAPIC_PAGE: Page = Page(UnsafeCell::new([0; 4096]));
 static ENTER_BUFFER: EnterBuffer = EnterBuffer(UnsafeCell::new([0; 256]));
+static MEASURE_PAGE: Page = Page(UnsafeCell::new([0; 4096]));
 
 /// The vAPIC page and guest-state buffer: private, in `.bss`, never aliased to L2.
 pub fn l1_pages() -> L1Pages {
     L1Pages {
         vapic_gpa: VAPIC_PAGE.0.get().expose_provenance() as u64,
         guest_state_gpa: ENTER_BUFFER.0.get().expose_provenance() as u64,
+        measure_gpa: MEASURE_PAGE.0.get().expose_provenance() as u64,
     }
 }
 
 /// The real platform: the TDCALL instruction plus identity-mapped memory,
 /// limited to the ranges L1 knows are accepted private memory.
 pub struct TdPlatform {
-    ranges: [(u64, u64); 3],
+    ranges: [(u64, u64); 4],
 }
 
 impl TdPlatform {
@@ -98,6 +101,7 @@ impl TdPlatform {
             ranges: [
                 (pages.guest_state_gpa, pages.guest_state_gpa + 256),
                 (boot_info, boot_info + PAGE_SIZE),
+                (pages.measure_gpa, pages.measure_gpa + PAGE_SIZE),
                 (0, 0),
             ],
         }
@@ -105,7 +109,7 @@ impl TdPlatform {
 
     /// Also allows `[start, end)` (the L2 region, once validated).
     pub fn allow(&mut self, start: u64, end: u64) {
-        self.ranges[2] = (start, end);
+        self.ranges[3] = (start, end);
     }
 
     fn check(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
