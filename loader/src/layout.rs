@@ -31,7 +31,7 @@ pub const L2_CMDLINE_OFFSET: u64 = 0x20_0000;
 /// Maximum bytes of the L2 command line.
 pub const L2_CMDLINE_MAX_BYTES: u64 = 0x1000;
 /// Offset in the L2 region of the initrd.
-pub const L2_INITRD_OFFSET: u64 = 0x40_0000;
+pub const L2_INITRD_OFFSET: u64 = 0x80_0000;
 /// Maximum bytes of the initrd: up to the L2 page tables at the region's top.
 pub const L2_INITRD_MAX_BYTES: u64 = L2_SIZE - L2_PAGE_TABLE_BYTES - L2_INITRD_OFFSET;
 /// GPA of the TDX reset page: L1 starts at `0xFFFF_FFF0` (tdx-abi.md §5.1,
