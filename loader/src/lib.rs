@@ -1,13 +1,13 @@
-//! The lvbs-tdx boot image, shared by the SVM emulator, the paravisor and the
-//! probe guest (`docs/emulator-contract.md`):
+//! The lvbs-tdx boot image, shared by the SVM emulator, the paravisor, the L2
+//! guests and the host loader (`docs/emulator-contract.md`,
+//! `docs/attestation.md`):
 //!
 //! * [`layout`]: the TD guest-physical layout constants of the contract;
-//! * [`BootInfo`]: the page at [`BootInfo::GPA`] the emulator writes for L1;
-//! * [`TdImage`]: the container `cargo xtask run` packs and the emulator receives
-//!   as its PVH module (paravisor ELF + L2 guest ELF);
+//! * [`BootInfo`]: the page at [`BootInfo::GPA`] (an IGVM parameter area) L1 reads;
 //! * [`load_plan`]: the `PT_LOAD` segments of a static ELF, checked against a
-//!   GPA window, and [`TdLayout`]: both programs plus BootInfo, with the page
-//!   set that is added (and measured) before the TD starts;
+//!   GPA window, and [`TdLayout`]: the paravisor, the L2 kernel, its command
+//!   line and initrd plus BootInfo and the reset page, with the pages added
+//!   (measured or not) before the TD starts, in load order;
 //! * [`igvm`]: a bounded `no_std` reader of the IGVM files `loader build`
 //!   writes (the emulator boots them), and the TDX reset page.
 //!
@@ -22,12 +22,10 @@ extern crate alloc;
 mod bootinfo;
 mod elf;
 pub mod igvm;
-mod image;
 pub mod layout;
 mod td;
 
 pub use bootinfo::{BootInfo, BootInfoError};
 pub use elf::{load_plan, ElfError, LoadPlan, Segment};
 pub use igvm::{IgvmError, IgvmOp, IgvmTd};
-pub use image::{ImageError, ImageKind, TdImage, TdImageBuilder, TdImageEntry};
-pub use td::{LayoutError, LoadPage, PagePart, TdLayout};
+pub use td::{ImageKind, LayoutError, LoadPage, PagePart, TdLayout};

@@ -5,27 +5,29 @@
 use alloc::vec::Vec;
 
 use crate::elf::{load_plan, ElfError, LoadPlan};
-use crate::image::{ImageError, ImageKind, TdImage};
 use crate::layout::{self, page_align_up, PAGE_SIZE};
 use crate::BootInfo;
+
+/// A part of the TD image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ImageKind {
+    /// The paravisor ELF (L1).
+    Paravisor,
+    /// The ELF of L2 VM #1 (the probe, the attest guest, later a kernel loader).
+    L2Guest,
+    /// The initrd of L2 VM #1.
+    Initrd,
+    /// The command line of L2 VM #1.
+    Cmdline,
+}
 
 /// Why an image cannot be laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutError {
-    /// The container is malformed.
-    Image(ImageError),
-    /// The container lacks an entry.
-    Missing(ImageKind),
     /// An ELF is unusable.
     Elf(ImageKind, ElfError),
     /// The initrd or command line is larger than its window.
     TooLarge(ImageKind),
-}
-
-impl From<ImageError> for LayoutError {
-    fn from(e: ImageError) -> Self {
-        LayoutError::Image(e)
-    }
 }
 
 /// What a page of the initial TD holds.
@@ -73,22 +75,6 @@ pub struct TdLayout<'a> {
 }
 
 impl<'a> TdLayout<'a> {
-    /// Lays out the entries of a [`TdImage`].
-    pub fn from_image(image: &TdImage<'a>) -> Result<Self, LayoutError> {
-        let pv = image
-            .get(ImageKind::Paravisor)
-            .ok_or(LayoutError::Missing(ImageKind::Paravisor))?;
-        let l2 = image
-            .get(ImageKind::L2Guest)
-            .ok_or(LayoutError::Missing(ImageKind::L2Guest))?;
-        Self::from_parts(
-            pv,
-            l2,
-            image.get(ImageKind::Initrd),
-            image.get(ImageKind::Cmdline),
-        )
-    }
-
     /// Lays out a paravisor ELF and an L2 ELF, each in its window of the contract.
     pub fn from_elfs(paravisor: &'a [u8], l2: &'a [u8]) -> Result<Self, LayoutError> {
         Self::from_parts(paravisor, l2, None, None)
@@ -240,7 +226,6 @@ mod tests {
     use super::*;
     use crate::elf::tests::make_elf;
     use crate::elf::tests::LOAD;
-    use crate::image::TdImageBuilder;
     use alloc::vec;
 
     #[test]
@@ -255,13 +240,7 @@ mod tests {
             &[(LOAD, 0x100, 0x100_0000, 0x80, 0x1000)],
             0x400,
         );
-        let img = TdImageBuilder::new()
-            .add(ImageKind::Paravisor, &pv)
-            .add(ImageKind::L2Guest, &l2)
-            .build()
-            .unwrap();
-        let img = TdImage::parse(&img).unwrap();
-        let td = TdLayout::from_image(&img).unwrap();
+        let td = TdLayout::from_elfs(&pv, &l2).unwrap();
         assert_eq!(td.boot_info.l2_entry, 0x100_0040);
         assert_eq!(td.boot_info.l2_image_end, 0x100_1000);
         assert_eq!(
@@ -303,13 +282,49 @@ mod tests {
             0x200,
         );
         assert!(TdLayout::from_elfs(&pv, &l2_big).is_err());
-        let img = TdImageBuilder::new()
-            .add(ImageKind::Paravisor, &pv)
-            .build()
-            .unwrap();
+        let cmdline = [b'x'; 0x1001];
         assert_eq!(
-            TdLayout::from_image(&TdImage::parse(&img).unwrap()).unwrap_err(),
-            LayoutError::Missing(ImageKind::L2Guest)
+            TdLayout::from_parts(&pv, &pv_l2(), None, Some(&cmdline)).unwrap_err(),
+            LayoutError::TooLarge(ImageKind::Cmdline)
         );
+    }
+
+    fn pv_l2() -> Vec<u8> {
+        make_elf(0x100_0000, &[(LOAD, 0x100, 0x100_0000, 0x10, 0x10)], 0x200)
+    }
+
+    #[test]
+    fn command_line_and_initrd_pages() {
+        let pv = make_elf(0x20_0000, &[(LOAD, 0x100, 0x20_0000, 0x10, 0x10)], 0x200);
+        let l2 = pv_l2();
+        let initrd = [7u8; 0x1800];
+        let td = TdLayout::from_parts(&pv, &l2, Some(&initrd), Some(b"quiet")).unwrap();
+        let bi = td.boot_info;
+        assert_eq!((bi.cmdline_gpa, bi.cmdline_size), (0x120_0000, 5));
+        assert_eq!((bi.initrd_gpa, bi.initrd_size), (0x180_0000, 0x1800));
+        let parts: Vec<(u64, PagePart)> = td.pages().iter().map(|p| (p.gpa, p.part)).collect();
+        assert_eq!(
+            parts,
+            [
+                (0x1000, PagePart::BootInfo),
+                (0x20_0000, PagePart::Paravisor),
+                (0x100_0000, PagePart::Kernel),
+                (0x120_0000, PagePart::Cmdline),
+                (0x180_0000, PagePart::Initrd),
+                (0x180_1000, PagePart::Initrd),
+                (0xFFFF_F000, PagePart::ResetVector),
+            ]
+        );
+        let mut page = [0u8; 4096];
+        td.fill_page(0x120_0000, &mut page);
+        assert_eq!(&page[..6], b"quiet\0");
+        td.fill_page(0x180_1000, &mut page);
+        assert!(page[..0x800].iter().all(|b| *b == 7) && page[0x800..].iter().all(|b| *b == 0));
+        td.fill_page(0xFFFF_F000, &mut page);
+        assert_eq!(crate::igvm::decode_reset_jump(&page), Some(0x20_0000));
+        assert_eq!(td.kernel_image().len(), 0x10);
+        // Empty parts count as absent.
+        let td = TdLayout::from_parts(&pv, &l2, Some(&[]), Some(b"")).unwrap();
+        assert_eq!(td.boot_info, BootInfo::for_l2_image(0x100_0000, 0x100_0010));
     }
 }
