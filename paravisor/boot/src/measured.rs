@@ -68,3 +68,96 @@ pub fn measure_boot<P: Platform>(
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootinfo::{validate, BootInfo, L1Image};
+    use paravisor::measure::{boot_events, replay, BootPayload};
+    use paravisor::{L1Memory, MemoryError};
+    use tdcall::{L2Vm, Registers, Tdcall};
+    use tdx_model::engine::ScriptedEngine;
+    use tdx_model::host::ScriptedHost;
+    use tdx_model::{TdConfig, TdxModel};
+
+    struct Td(TdxModel<ScriptedHost, ScriptedEngine>);
+
+    impl Tdcall for Td {
+        fn tdcall(&mut self, regs: &mut Registers) {
+            self.0.tdcall(regs)
+        }
+    }
+
+    impl L1Memory for Td {
+        fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+            let len = buf.len();
+            self.0
+                .read_memory(gpa, buf)
+                .map_err(|_| MemoryError::Inaccessible { gpa, len })
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+            let len = data.len();
+            self.0
+                .write_memory(gpa, data)
+                .map_err(|_| MemoryError::Inaccessible { gpa, len })
+        }
+    }
+
+    impl paravisor::pinning::SharedMsrs for Td {
+        fn read_shared_msr(&mut self, _: u32) -> Option<u64> {
+            None
+        }
+    }
+
+    const L1: L1Image = L1Image {
+        start: 0x20_0000,
+        end: 0x50_0000,
+    };
+    const BASE: u64 = 0x100_0000;
+
+    #[test]
+    fn measures_what_the_loader_expects() {
+        let mut c = TdConfig::new(64 << 20);
+        c.accepted_bytes = 0x200_0000;
+        let mut td = Td(TdxModel::new(
+            c,
+            ScriptedHost::default(),
+            ScriptedEngine::new(BASE),
+        ));
+        let mut info = BootInfo::for_l2_image(BASE, BASE + 0x3000);
+        info.cmdline_gpa = BASE + 0x20_0000;
+        info.cmdline_size = 11;
+        info.initrd_gpa = BASE + 0x80_0000;
+        info.initrd_size = 0x1234;
+        let kernel: Vec<u8> = (0..0x3000u32).map(|i| i as u8).collect();
+        let initrd = vec![0x5A; 0x1234];
+        td.0.write_memory(BOOT_INFO_GPA, &info.to_bytes()).unwrap();
+        td.0.write_memory(BASE, &kernel).unwrap();
+        td.0.write_memory(info.cmdline_gpa, b"console=hvc").unwrap();
+        td.0.write_memory(info.initrd_gpa, &initrd).unwrap();
+        let layout = validate(&info, &L1).unwrap();
+        let config = HekiConfig::new(L2Vm::Vm1, (BASE, layout.end()), Vec::new());
+        let m = measurements(0x40_2000).unwrap();
+        assert_eq!(measure_boot(&mut td, &layout, &config, &m).unwrap(), 7);
+
+        // The events are the ones a verifier computes from the image bytes.
+        let policy = measure::policy_text(&config);
+        let expected = boot_events(&BootPayload {
+            bootinfo: &info.to_bytes(),
+            policy: &policy,
+            kernel_gpa: BASE,
+            kernel: &kernel,
+            initrd: Some((info.initrd_gpa, &initrd)),
+            cmdline: Some(b"console=hvc"),
+        });
+        assert_eq!(m.borrow().log().events(), expected.as_slice());
+        // And the model's RTMRs are their replay.
+        let rtmr: [[u8; 48]; 4] = core::array::from_fn(|i| td.0.rtmr(i).unwrap());
+        assert_eq!(rtmr, replay(&expected));
+        // Misaligned buffers are refused.
+        assert_eq!(
+            measurements(0x40_2040).unwrap_err(),
+            MeasureError::Misaligned
+        );
+    }
+}
