@@ -373,6 +373,12 @@ impl PatchRegistry {
         self.sites.get(&gpa)
     }
 
+    /// The owner of the site one of whose bytes is at `gpa`.
+    pub fn owner_at(&self, gpa: u64) -> Option<Owner> {
+        let (key, _) = self.bytes.get(&gpa)?;
+        self.sites.get(key).map(|s| s.owner)
+    }
+
     /// Registers `patch` (a 2- or 5-byte `JMP`) for `owner`. `allowed` must
     /// accept every byte GPA (e.g. "inside the module's validated text
     /// frames"); `current` is the instruction now at the site, if known.
@@ -549,6 +555,15 @@ mod tests {
         let p = patch(pa0, pa1, code);
         p.validate()?;
         r.apply(&p)
+    }
+
+    #[test]
+    fn owners_by_byte() {
+        let r = registry();
+        assert_eq!(r.owner_at(0x1000), Some(Owner::Kernel));
+        assert_eq!(r.owner_at(0x1004), Some(Owner::Kernel));
+        assert_eq!(r.owner_at(0x7002), Some(Owner::Kernel));
+        assert_eq!(r.owner_at(0x1005), None);
     }
 
     #[test]

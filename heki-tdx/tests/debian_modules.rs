@@ -6,7 +6,8 @@
 //! ```
 //!
 //! For every `.ko` of the package: the signature verifies against the
-//! certificates taken from the kernel image; a flipped byte is refused; the
+//! certificates taken from the kernel image; a flipped byte is refused, and
+//! so is the untouched module against another certificate (every 50th); the
 //! ELF parses; for the text, init text, init rodata and rodata regions the
 //! simulated load (sections laid out as Linux does, every relocation and
 //! patch-site window overwritten) is accepted, and one changed byte outside
@@ -61,6 +62,11 @@ fn debian_modules() {
     files.sort();
     assert!(files.len() > 100, "only {} modules found", files.len());
 
+    // Another certificate (a test signer): Debian's modules must not verify.
+    let mut other = Keyring::new();
+    let a = include_bytes!("data/modsig/a.crt.der");
+    other.load_system_certs(a, &Blocklist::new()).unwrap();
+
     let cfg = CheckConfig::default();
     let (mut bytes, mut checked, mut windows) = (0u64, 0u64, 0u64);
     let (mut sig_time, mut elf_time) = (0f64, 0f64);
@@ -78,6 +84,10 @@ fn debian_modules() {
             assert!(matches!(
                 verify_module(&bad, &ring, &Blocklist::new()),
                 Err(SigError::BadSignature { .. })
+            ));
+            assert!(matches!(
+                verify_module(&file, &other, &Blocklist::new()),
+                Err(SigError::UnknownSigner(_))
             ));
         }
 

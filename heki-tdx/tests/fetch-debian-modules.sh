@@ -21,14 +21,59 @@
 #     list exactly like the paravisor would.
 #  4. Unpack Linux's scripts/sign-file from the matching linux-kbuild package,
 #     for the byte-for-byte comparison with `heki sign-module`.
+#
+# It works on a fresh Debian 12 machine: as root it runs `apt-get update`
+# when the package lists do not know the kernel (or its .deb is gone from
+# the mirror) and installs the decompressors it needs; it fails loudly (exit
+# status 1, a `fetch-debian-modules: FAILED` line) when it cannot fetch or
+# unpack anything, so CI never passes on an empty directory.
 set -eu
 dir=${1:-/tmp/heki-debian}
 mkdir -p "$dir"
 cd "$dir"
-pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+
+die() {
+    echo "fetch-debian-modules: FAILED: $*" >&2
+    exit 1
+}
+updated=0
+apt_update() { # once, as root only
+    [ "$updated" = 0 ] && [ "$(id -u)" = 0 ] || return 1
+    echo "fetch-debian-modules: apt-get update"
+    apt-get update -qq || die "apt-get update failed"
+    updated=1
+}
+resolve() { # the versioned package a meta package depends on
+    apt-cache depends "$1" 2>/dev/null | awk -v re="$2" '$1 == "Depends:" && $2 ~ re {print $2; exit}'
+}
+download() { # package -> package.deb
+    [ -s "$1".deb ] && return 0
+    rm -f "$1"_*.deb
+    apt-get download "$1" && mv "$1"_*.deb "$1".deb
+}
+fetch() { # package
+    download "$1" || { apt_update && download "$1"; } || die "apt-get download $1"
+}
+for tool in lz4 xz zstd python3 openssl dpkg-deb; do
+    command -v "$tool" >/dev/null 2>&1 && continue
+    case $tool in xz) deb=xz-utils ;; python3) deb=python3-minimal ;; dpkg-deb) deb=dpkg ;; *) deb=$tool ;; esac
+    [ "$(id -u)" = 0 ] || die "$tool is missing (apt-get install $deb)"
+    { apt-get install -y -qq --no-install-recommends "$deb" >/dev/null ||
+        { apt_update && apt-get install -y -qq --no-install-recommends "$deb" >/dev/null; }; } ||
+        die "cannot install $deb"
+done
+
+# Stale lists may name a kernel the mirror no longer has: update, resolve again.
+pkg=$(resolve linux-image-cloud-amd64 '^linux-image-')
+if [ -z "$pkg" ] || ! download "$pkg"; then
+    apt_update || die "cannot resolve or download linux-image-cloud-amd64's kernel (run as root)"
+    pkg=$(resolve linux-image-cloud-amd64 '^linux-image-')
+    [ -n "$pkg" ] || die "apt-cache does not know linux-image-cloud-amd64"
+    download "$pkg" || die "apt-get download $pkg"
+fi
 echo "package: $pkg"
-[ -f "$pkg".deb ] || { apt-get download "$pkg" 2>/dev/null && mv "$pkg"_*.deb "$pkg".deb; }
-rm -rf root && mkdir root && dpkg-deb -x "$pkg".deb root
+rm -rf root && mkdir root && dpkg-deb -x "$pkg".deb root || die "dpkg-deb -x $pkg.deb"
+ls root/boot/vmlinuz-* >/dev/null 2>&1 || die "$pkg.deb has no /boot/vmlinuz-*"
 python3 - root/boot/vmlinuz-* <<'PY'
 import re, subprocess, sys
 img = open(sys.argv[1], 'rb').read()
@@ -53,9 +98,14 @@ for m in re.finditer(rb'\x30\x82(..)\x30\x82..\xa0\x03\x02\x01\x02', out, re.S):
         certs.append(der)
 open('system_certs.der', 'wb').write(b''.join(certs))
 PY
-echo "modules: $(find root/lib/modules -name '*.ko' | wc -l)"
-kbuild=$(apt-cache depends "$pkg" | awk '/linux-kbuild-/ {print $2; exit}')
+[ -s system_certs.der ] || die "no certificate found in the kernel image"
+modules=$(find root/lib/modules -name '*.ko' | wc -l)
+[ "$modules" -gt 0 ] || die "no .ko in $pkg.deb"
+echo "modules: $modules"
+kbuild=$(apt-cache depends "$pkg" 2>/dev/null | awk '/linux-kbuild-/ {print $2; exit}')
 kbuild=${kbuild:-linux-kbuild-6.1}
-[ -f "$kbuild".deb ] || { apt-get download "$kbuild" 2>/dev/null && mv "$kbuild"_*.deb "$kbuild".deb; }
-rm -rf kbuild && mkdir kbuild && dpkg-deb -x "$kbuild".deb kbuild
-echo "sign-file: $(find "$PWD/kbuild" -name sign-file)"
+fetch "$kbuild"
+rm -rf kbuild && mkdir kbuild && dpkg-deb -x "$kbuild".deb kbuild || die "dpkg-deb -x $kbuild.deb"
+signfile=$(find "$PWD/kbuild" -name sign-file | head -n 1)
+[ -n "$signfile" ] || die "no sign-file in $kbuild.deb"
+echo "sign-file: $signfile"

@@ -75,7 +75,7 @@
 //! shootdown of the other L2 vCPUs before the copy (not done yet: the
 //! emulator runs one vCPU, and L2 does not run while its vCPU is in a call).
 
-mod runtime;
+pub mod runtime;
 
 pub use runtime::{der_sequences, HekiRuntime, LoadedModule, CHECKED_SECTIONS, MAX_KEY_PAYLOAD};
 

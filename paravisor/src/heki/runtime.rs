@@ -8,7 +8,9 @@
 //!
 //! 1. The `heki_page` chain, the signed module file and the module's patch
 //!    info are copied once into L1 memory (bounded: chain length, range count,
-//!    [`HekiConfig::max_module_bytes`](super::HekiConfig::max_module_bytes)).
+//!    [`HekiConfig::max_module_bytes`](super::HekiConfig::max_module_bytes)
+//!    for the file and each checked region, twice that for the checked
+//!    regions together).
 //! 2. Every section range must be whole pages of L2 memory outside the
 //!    paravisor's ranges, no page may appear twice, and every page must be
 //!    *ordinary kernel data* ([`PageState::KernelData`]) that no validated
@@ -17,7 +19,7 @@
 //!    `ProtectedFrameOverlap`), so a validated request can never be used to
 //!    loosen memory the guest did not own as plain data.
 //! 3. **Freeze**: the frames whose bytes are checked (text, rodata, init
-//!    text, init rodata) become read-only for L2 in one [`Ept`] batch
+//!    text, init rodata) become read-only for L2 in one [`Ept`](ept::Ept) batch
 //!    *before* any section byte is read (§5.12: another vCPU could otherwise
 //!    rewrite validated bytes between the check and the protection).
 //! 4. The frozen sections are copied once; the signature is verified against
@@ -25,7 +27,7 @@
 //!    are compared with the signed ELF except at relocation and loader
 //!    patch-site windows ([`heki_tdx::elf`]); the module's jump-label sites are
 //!    checked to lie in its text frames.
-//! 5. **Commit**: one [`Ept::transition_batch`] with [`Authority::Validated`]
+//! 5. **Commit**: one [`Ept::transition_batch`](ept::Ept::transition_batch) with [`Authority::Validated`]
 //!    sets text and init text R+Xs, rodata and init rodata R, data, init data
 //!    and ro-after-init R+W; the patch sites are registered and a fresh token
 //!    (monotonic, never reused) is returned in R8.
@@ -197,7 +199,7 @@ pub fn der_sequences(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
 /// The blocklist of `LOAD_KDATA`: the type-2 slots plus, for each revocation
 /// certificate (type 1), its TBS SHA-256 as a `tbs:` entry (what Linux's
 /// revocation keyring does: a revoked certificate can sign nothing).
-pub fn build_blocklist(slots: &[u8], revocation_certs: &[u8]) -> Result<Blocklist, Refusal> {
+pub(super) fn build_blocklist(slots: &[u8], revocation_certs: &[u8]) -> Result<Blocklist, Refusal> {
     let mut list = Blocklist::parse_slots(slots).map_err(|e| {
         log::warn!("LOAD_KDATA: {e}");
         Refusal(e.errno(), "bad blocklist")
@@ -310,6 +312,7 @@ where
         // Section frames: whole pages of ordinary kernel data, each once.
         let budget = self.config.guest_pages();
         let mut pages_total: u64 = 0;
+        let mut checked_bytes: u64 = 0;
         let mut seen = BTreeSet::new();
         let mut sections: Vec<(GpaRange, ModMemType)> = Vec::with_capacity(req.sections.len());
         for (i, r) in req.sections.iter().enumerate() {
@@ -325,6 +328,14 @@ where
             pages_total = pages_total.saturating_add(range.len_pages());
             if pages_total > budget {
                 return refuse(Errno::ERANGE, "sections cover more pages than L2 memory");
+            }
+            if CHECKED_SECTIONS.contains(&r.attr) {
+                // What the check holds at once: the copies plus two work
+                // buffers of the largest region, next to the file.
+                checked_bytes = checked_bytes.saturating_add(r.len());
+                if checked_bytes > 2 * self.config.max_module_bytes as u64 {
+                    return refuse(Errno::ERANGE, "checked sections larger than the cap");
+                }
             }
             for page in range.pages() {
                 if !seen.insert(page) {
@@ -631,6 +642,20 @@ where
                     self.ept.state(g)
                 );
                 return refuse(Errno::EACCES, "patch target is not (unsealed) kernel text");
+            }
+            // A site may only be patched in memory of its owner: kernel
+            // sites outside module frames, a module's sites in its own.
+            let page_owner = self.rt.owner_of(g);
+            let consistent = match self.rt.patches.owner_at(g) {
+                None => true,
+                Some(Owner::Kernel) => page_owner.is_none(),
+                Some(Owner::Module { token, .. }) => page_owner == Some(token),
+            };
+            if !consistent {
+                log::warn!(
+                    "PATCH_TEXT: site byte {g:#x} lies in memory of {page_owner:?}, not of its owner"
+                );
+                return refuse(Errno::EACCES, "patch site outside its owner's memory");
             }
         }
         self.rt.patches.apply(&req).map_err(|e| {

@@ -125,6 +125,12 @@ fn late_init_actions() -> Vec<L2Action> {
 }
 
 fn late_init(td: &mut Td, vcpu: &mut Vcpu, h: &mut HekiService) {
+    late_init_with(td, vcpu, h, &patch_info(&[KSITE]));
+    assert_eq!(h.runtime().patches().len(), 1);
+}
+
+/// [`late_init`] with `info` as the kernel's patch info.
+fn late_init_with(td: &mut Td, vcpu: &mut Vcpu, h: &mut HekiService, info: &[u8]) {
     put_list(
         td,
         LIST,
@@ -136,8 +142,7 @@ fn late_init(td: &mut Td, vcpu: &mut Vcpu, h: &mut HekiService) {
     );
     td.0.write_memory(KSITE, &NOP5).unwrap();
     td.0.write_memory(CERT, SIGNER_CERT).unwrap();
-    let info = patch_info(&[KSITE]);
-    td.0.write_memory(BLOB, &info).unwrap();
+    td.0.write_memory(BLOB, info).unwrap();
     put_list(
         td,
         LIST2,
@@ -154,7 +159,6 @@ fn late_init(td: &mut Td, vcpu: &mut Vcpu, h: &mut HekiService) {
         assert_eq!(next_status(td, vcpu, h), 0, "{name}");
     }
     assert_eq!(h.runtime().keyring().len(), 1);
-    assert_eq!(h.runtime().patches().len(), 1);
 }
 
 /// A booted TD whose script is `late_init_actions()` then `actions`.
@@ -572,6 +576,29 @@ fn modules_need_certificates_and_respect_the_file_cap() {
         "module file over the cap"
     );
     assert_all_data(&td, &h, "file cap");
+
+    // Checked regions over twice the cap (the file itself fits).
+    let mut config = HekiConfig::new(
+        L2Vm::Vm1,
+        (GUEST_START, GUEST_END),
+        vec![(0, GUEST_START), (MMIO_PRIVATE, MMIO_PRIVATE + 0x1000)],
+    );
+    config.max_module_bytes = 0x1000;
+    let mut all = late_init_actions();
+    all.extend(validate(ranges.len()));
+    let (mut td, mut vcpu, _) = setup(&all);
+    let mut h = service_with(config);
+    late_init(&mut td, &mut vcpu, &mut h);
+    let r = load(&mut td, KO, &[text() + SITE_OFF]);
+    put_list(&mut td, LIST, &r);
+    let writes = attr_writes(&td);
+    assert_eq!(
+        next_status(&mut td, &mut vcpu, &mut h),
+        status(Errno::ERANGE),
+        "four checked pages over 2 x 4 KiB"
+    );
+    assert_eq!(attr_writes(&td), writes, "refused before the freeze");
+    assert_all_data(&td, &h, "region cap");
 }
 
 #[test]
@@ -779,6 +806,34 @@ fn patch_text_accepts_only_registered_sites_in_protocol_order() {
     );
     assert_eq!(h.runtime().patches().len(), 1);
 }
+
+#[test]
+fn kernel_sites_inside_module_text_are_not_patched() {
+    // LOAD_KDATA registers a kernel site where the module's text will be.
+    let ranges = module_ranges();
+    let mut actions = late_init_actions();
+    actions.extend(validate(ranges.len()));
+    actions.extend(call(HekiCall::PatchText, REQ, 0));
+    let (mut td, mut vcpu, _) = setup(&actions);
+    let mut h = service();
+    let rogue = text() + ADD_OFF;
+    let info = patch_info(&[KSITE, rogue]);
+    late_init_with(&mut td, &mut vcpu, &mut h, &info);
+    assert_eq!(h.runtime().patches().len(), 2);
+    load(&mut td, KO, &[text() + SITE_OFF]);
+    put_list(&mut td, LIST, &ranges);
+    assert_eq!(next_status(&mut td, &mut vcpu, &mut h), 0);
+    poke(&mut td, rogue, &[INT3]);
+    assert_eq!(
+        next_status(&mut td, &mut vcpu, &mut h),
+        status(Errno::EACCES),
+        "kernel site in module text"
+    );
+    assert_eq!(read(&td, rogue, 1), [KO_TEXT_FIRST_BYTE]);
+}
+
+/// The first byte of `heki_test_add` (`lea`).
+const KO_TEXT_FIRST_BYTE: u8 = 0x8D;
 
 #[test]
 fn patch_text_requests_are_bounded() {
