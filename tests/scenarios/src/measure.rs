@@ -124,7 +124,9 @@ fn admissions_go_to_rtmr2_in_order() {
     let before = model_rtmrs(&td);
     m.record_admission(&mut td, AdmissionKind::Module, &[1; 48])
         .unwrap();
-    m.record_admission(&mut td, AdmissionKind::TextPatch, &[2; 48])
+    // The HEKI service holds the platform as `&mut dyn Platform`.
+    let p: &mut dyn paravisor::Platform = &mut td;
+    m.record_admission(p, AdmissionKind::TextPatch, &[2; 48])
         .unwrap();
     let after = model_rtmrs(&td);
     assert_eq!(after[0..2], before[0..2]);
