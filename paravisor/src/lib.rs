@@ -21,12 +21,14 @@
 
 extern crate alloc;
 
+pub mod apic;
 pub mod exits;
 pub mod field;
 pub mod handlers;
 pub mod heki;
 pub mod inject;
 pub mod insn;
+pub mod interrupts;
 pub mod measure;
 pub mod memory;
 pub mod msr_bitmap;
@@ -42,6 +44,7 @@ pub use handlers::{
     HypercallHandler, MsrPolicy, MsrRead, MsrRule, MsrTable, MsrWrite, ENOSYS,
 };
 pub use heki::{HekiConfig, HekiService};
+pub use interrupts::{Clock, Interrupts};
 pub use memory::{L1Memory, MemoryError, Platform};
 pub use msr_bitmap::MsrBitmap;
 pub use setup::{

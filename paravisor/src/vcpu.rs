@@ -139,7 +139,7 @@ pub struct Vcpu {
     invalidate: bool,
     /// Exit counters.
     pub stats: ExitStats,
-    last_exit: Option<L2ExitInfo>,
+    pub(crate) last_exit: Option<L2ExitInfo>,
 }
 
 impl Vcpu {

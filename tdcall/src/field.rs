@@ -652,6 +652,12 @@ pub mod controls {
     pub const PROC_USE_MSR_BITMAPS: u64 = 1 << 28;
     /// Primary control bit 15: CR3-load exiting.
     pub const PROC_CR3_LOAD_EXITING: u64 = 1 << 15;
+    /// Primary control bit 2: interrupt-window exiting (exit reason 7, §2.8).
+    pub const PROC_INTERRUPT_WINDOW_EXITING: u64 = 1 << 2;
+    /// Guest interruptibility state bit 0: blocking by STI.
+    pub const INTERRUPTIBILITY_STI: u64 = 1 << 0;
+    /// Guest interruptibility state bit 1: blocking by MOV SS / POP SS.
+    pub const INTERRUPTIBILITY_MOV_SS: u64 = 1 << 1;
     /// Secondary control bit 2: descriptor-table exiting (GDTR/IDTR/LDTR/TR).
     pub const SECONDARY_DESC_TABLE_EXITING: u64 = 1 << 2;
     /// Secondary control bit 22: mode-based execute control for EPT (MBEC, §3.2).

@@ -25,6 +25,8 @@ mod heki;
 #[cfg(test)]
 mod hlt;
 #[cfg(test)]
+mod interrupts;
+#[cfg(test)]
 mod io;
 #[cfg(test)]
 mod measure;

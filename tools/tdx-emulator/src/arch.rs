@@ -31,7 +31,40 @@ pub struct Gprs {
 
 extern "C" {
     fn svm_run(vmcb_pa: u64, gprs: *mut Gprs);
+    fn svm_run_irq(vmcb_pa: u64, gprs: *mut Gprs);
+    fn timer_isr();
+    fn spurious_isr();
     static isr_table: [u64; 32];
+}
+
+/// [`vmrun`] with physical interrupts able to end the guest's slice: host
+/// RFLAGS.IF = 1 while the guest runs (GIF = 0 before VMRUN and after
+/// #VMEXIT), so with the VMCB's INTR intercept a pending interrupt is a
+/// #VMEXIT(INTR) and stays pending afterwards ([`take_pending_interrupts`]).
+/// Same contract as [`vmrun`].
+pub fn vmrun_irq(vmcb_pa: u64, gprs: &mut Gprs) {
+    // SAFETY: as for `vmrun`; the only difference is CLGI/STI before and
+    // CLI/STGI after, so no interrupt reaches the host between VMRUN and the
+    // return (IF = 0 when GIF becomes 1). The host IDT has gates for every
+    // vector a physical interrupt can use (`idt.rs`: the LAPIC timer and
+    // spurious vectors; the PIC and LINT0/1 are masked by `lapic::init`).
+    unsafe { svm_run_irq(vmcb_pa, gprs) }
+}
+
+/// Lets pending physical interrupts in (STI; NOP; CLI): each runs its host
+/// IDT handler (`timer_isr` EOIs the LAPIC timer).
+pub fn take_pending_interrupts() {
+    // SAFETY: the handlers only acknowledge the LAPIC and IRET; interrupts
+    // are disabled again before the next instruction of the caller.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
+}
+
+/// Addresses of the LAPIC timer and spurious-interrupt stubs in `boot.rs`.
+pub fn irq_stub_addresses() -> (u64, u64) {
+    (
+        timer_isr as *const () as u64,
+        spurious_isr as *const () as u64,
+    )
 }
 
 /// Runs the guest of the VMCB at `vmcb_pa` until the next #VMEXIT.

@@ -174,6 +174,35 @@ isr_table:
     .quad isr_16, isr_17, isr_18, isr_19, isr_20, isr_21, isr_22, isr_23
     .quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31
 
+    /* The host LAPIC timer (vector 0xEF, `lapic.rs`) bounds L2 slices at a
+       TSC_DEADLINE: acknowledge it (EOI) and return. 0xFF is the spurious
+       vector (no EOI). Neither touches a register but RAX. */
+    .section .text, "ax"
+    .global timer_isr
+timer_isr:
+    push %rax
+    mov $0xFEE000B0, %rax
+    movl $0, (%rax)
+    pop %rax
+    iretq
+    .global spurious_isr
+spurious_isr:
+    iretq
+
+    /* void svm_run_irq(u64 vmcb_pa, Gprs *g): svm_run with host RFLAGS.IF = 1
+       and GIF = 0 up to VMRUN, so a physical interrupt that arrives while the
+       guest runs is a #VMEXIT(INTR) (V_INTR_MASKING + INTR intercept,
+       svm-tcg-probe §3.7); after the exit IF = 0 before GIF = 1, so the
+       interrupt stays pending until the caller takes it. */
+    .global svm_run_irq
+svm_run_irq:
+    clgi
+    sti
+    call svm_run
+    cli
+    stgi
+    ret
+
     /* void svm_run(u64 vmcb_pa, Gprs *g)
        Gprs = rbx, rcx, rdx, rsi, rdi, rbp, r8..r15 (RAX/RSP/RIP/RFLAGS live in the VMCB).
        load guest GPRs; vmload guest; vmrun; vmsave guest; store guest GPRs.

@@ -47,6 +47,23 @@ const EXIT_XSETBV: u64 = 0x8D;
 /// (svm-tcg-probe §3.2); the instruction is decoded either way.
 const CR_READ_INTERCEPTS: u32 = (1 << 0) | (1 << 3) | (1 << 4);
 const CR_WRITE_INTERCEPTS: u32 = (1 << 16) | (1 << 19) | (1 << 20);
+/// VINTR intercept (MISC1 bit 4) and its exit code: the interrupt window.
+const MISC1_VINTR: u32 = 1 << 4;
+const EXIT_VINTR: u64 = 0x64;
+/// INT_CTL: V_IRQ (bit 8), V_INTR_PRIO 15 (bits 19:16), V_IGN_TPR (bit 20),
+/// V_INTR_MASKING (bit 24).
+const INT_CTL_V_IRQ: u64 = (1 << 8) | (0xF << 16) | (1 << 20);
+const INT_CTL_V_INTR_MASKING: u64 = 1 << 24;
+const INT_VECTOR: usize = 0x064;
+/// The L2 exits' base intercepts (MISC1).
+const L2_MISC1: u32 = misc1::INTR
+    | misc1::CPUID
+    | misc1::HLT
+    | misc1::IOIO
+    | misc1::MSR
+    | misc1::SHUTDOWN
+    | misc1::IDTR_WRITE
+    | misc1::GDTR_WRITE;
 
 /// Shared MSRs that live in the VMCB save area (VMLOAD/VMSAVE).
 const SHARED_VMCB_MSRS: [(u32, usize); 5] = [
@@ -164,21 +181,13 @@ impl SvmEngine {
         let msrpm = Msrpm::ones();
         vmcb.w32(off::CR_INTERCEPTS, CR_READ_INTERCEPTS | CR_WRITE_INTERCEPTS);
         vmcb.w32(off::EXC_INTERCEPTS, 1 << 6); // #UD: VMCALL, TDCALL
-        vmcb.w32(
-            off::MISC1,
-            misc1::CPUID
-                | misc1::HLT
-                | misc1::IOIO
-                | misc1::MSR
-                | misc1::SHUTDOWN
-                | misc1::IDTR_WRITE
-                | misc1::GDTR_WRITE,
-        );
+                                               // INTR: the host LAPIC timer ends slices at TSC_DEADLINE (`lapic`).
+        vmcb.w32(off::MISC1, L2_MISC1);
         vmcb.w32(off::MISC2, misc2::SVM_INSNS | MISC2_XSETBV);
         vmcb.w64(off::IOPM, iopm.pa());
         vmcb.w64(off::MSRPM, msrpm.pa());
         vmcb.w32(off::ASID, 2);
-        vmcb.w64(off::INT_CTL, 1 << 24);
+        vmcb.w64(off::INT_CTL, INT_CTL_V_INTR_MASKING);
         vmcb.w64(off::NP_CTL, 1);
         SvmEngine {
             vmcb,
@@ -585,7 +594,25 @@ impl SvmEngine {
                 self.inject(6);
                 Flow::Resume
             }
-            exit::INTR => Flow::Resume,
+            exit::INTR => {
+                // The host LAPIC timer (or a stray interrupt): take it, then
+                // see whether the TSC_DEADLINE has passed (§2.7, reason 52).
+                crate::arch::take_pending_interrupts();
+                if cpu.check_timer(crate::arch::rdtsc()) {
+                    Flow::Exit
+                } else {
+                    Flow::Resume
+                }
+            }
+            EXIT_VINTR => {
+                // L2 became interruptible with interrupt-window exiting on (§2.8).
+                if cpu.check_interrupt_window() {
+                    Flow::Exit
+                } else {
+                    self.set_interrupt_window(false);
+                    Flow::Resume
+                }
+            }
             exit::INVALID => {
                 crate::emu_println!(
                     "L2 VMRUN failed (invalid state): CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x} CS {:?} RIP {:#x}",
@@ -904,10 +931,35 @@ impl RegisterFile for VmcbRegs<'_> {
     }
 }
 
+impl SvmEngine {
+    /// Interrupt-window exiting (§2.8) as an SVM virtual interrupt: V_IRQ
+    /// with the VINTR intercept exits when L2 could take it (RFLAGS.IF = 1,
+    /// no interrupt shadow); the virtual interrupt itself is never delivered.
+    fn set_interrupt_window(&self, on: bool) {
+        let v = &self.vmcb;
+        let misc = v.r32(off::MISC1);
+        let ctl = v.r64(off::INT_CTL);
+        if on {
+            v.w32(off::MISC1, misc | MISC1_VINTR);
+            v.w64(off::INT_CTL, ctl | INT_CTL_V_IRQ);
+            v.w8(INT_VECTOR, 0x20);
+        } else {
+            v.w32(off::MISC1, misc & !MISC1_VINTR);
+            v.w64(off::INT_CTL, ctl & !INT_CTL_V_IRQ);
+        }
+    }
+}
+
 impl L2Engine for SvmEngine {
+    fn tsc(&mut self) -> u64 {
+        // L1 and L2 run with TSC_OFFSET 0: the TD virtual TSC is the host's.
+        crate::arch::rdtsc()
+    }
+
     fn run(&mut self, cpu: &mut L2Cpu<'_>) {
         self.sync_npt(cpu);
         self.load_all(cpu);
+        let injecting = self.queued.is_some();
         if let Some(ev) = self.queued.take() {
             // Approximation: the model passes vector and error code only, so
             // vectors < 32 go in as hardware exceptions (NMI for 2) and the
@@ -921,6 +973,15 @@ impl L2Engine for SvmEngine {
         self.active = 0;
         self.keep_npt = false;
         self.flush = true;
+        // Exits before L2's first instruction (§2.7, §2.8). With an event to
+        // deliver, VMX delivers it first; here the slice is cut by a timer
+        // armed for the earliest moment instead (approximation).
+        let deadline = cpu.tsc_deadline();
+        if !injecting && (cpu.check_timer(crate::arch::rdtsc()) || cpu.check_interrupt_window()) {
+            self.left_at = hpet::now_ns();
+            return;
+        }
+        self.set_interrupt_window(cpu.interrupt_window_exiting());
         let mut exited_at = self.left_at;
         let mut through_l1 = true;
         let mbec = cpu.mbec();
@@ -951,13 +1012,20 @@ impl L2Engine for SvmEngine {
                     }
                 });
             }
-            svm::run(&self.vmcb, &mut self.gprs);
+            if deadline != u64::MAX && !crate::lapic::arm(deadline) {
+                crate::lapic::arm_now();
+            }
+            svm::run_irq(&self.vmcb, &mut self.gprs);
             exited_at = hpet::now_ns();
             through_l1 = false;
             let code = self.vmcb.exitcode();
             stats::with(|s| *s.l2_svm_exits.entry(code).or_default() += 1);
             self.vmcb.w64(off::EVENTINJ, 0);
             if let Flow::Exit = self.handle(cpu, code) {
+                if deadline != u64::MAX {
+                    crate::lapic::disarm();
+                }
+                self.set_interrupt_window(false);
                 self.store_regs(cpu);
                 self.store_all(cpu);
                 self.left_at = exited_at;

@@ -42,3 +42,12 @@ pub fn now_ns() -> u64 {
     let dt = rdtsc().saturating_sub(TSC0.load(Relaxed));
     ((dt as u128 * NS_PER_TICK_FX.load(Relaxed) as u128) >> 32) as u64
 }
+
+/// TSC ticks per second (0 until calibrated).
+pub fn tsc_hz() -> u64 {
+    let fx = NS_PER_TICK_FX.load(Relaxed);
+    if fx == 0 {
+        return 0;
+    }
+    ((1_000_000_000u128 << 32) / fx as u128) as u64
+}

@@ -5,16 +5,23 @@ use crate::arch;
 use crate::emu_println;
 use alloc::boxed::Box;
 
-/// Installs gates for vectors 0–31 (64-bit interrupt gates, CS 0x08).
+/// Installs gates for vectors 0–31 (64-bit interrupt gates, CS 0x08), the
+/// LAPIC timer vector [`crate::lapic::TIMER_VECTOR`] and the spurious vector 0xFF.
 pub fn init() {
     let isrs = arch::isr_addresses();
-    let table: &'static mut [u64; 64] = Box::leak(Box::new([0u64; 64]));
-    for (v, &addr) in isrs.iter().enumerate() {
+    let table: &'static mut [u64; 512] = Box::leak(Box::new([0u64; 512]));
+    let mut gate = |v: usize, addr: u64| {
         table[2 * v] =
             (addr & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((addr >> 16) & 0xFFFF) << 48;
         table[2 * v + 1] = addr >> 32;
+    };
+    for (v, &addr) in isrs.iter().enumerate() {
+        gate(v, addr);
     }
-    arch::lidt(table.as_ptr() as u64, (64 * 8 - 1) as u16);
+    let (timer, spurious) = arch::irq_stub_addresses();
+    gate(crate::lapic::TIMER_VECTOR as usize, timer);
+    gate(0xFF, spurious);
+    arch::lidt(table.as_ptr() as u64, (512 * 8 - 1) as u16);
 }
 
 /// Called by the stubs in `boot.rs` with `[vector, error, rip, cs, rflags, rsp, ss]`.

@@ -38,6 +38,8 @@ mod idt;
 #[cfg(target_os = "none")]
 mod l1;
 #[cfg(target_os = "none")]
+mod lapic;
+#[cfg(target_os = "none")]
 mod phys;
 #[cfg(target_os = "none")]
 mod pvh;
@@ -71,7 +73,7 @@ pub fn finish(code: u32) -> ! {
 #[cfg(target_os = "none")]
 mod bare {
     use crate::l1::{Iopm, L1};
-    use crate::{emu_println, engine, heap, host, hpet, idt, pvh, serial, stats, svm, vmcb};
+    use crate::{emu_println, engine, heap, host, hpet, idt, lapic, pvh, serial, stats, svm, vmcb};
     use alloc::boxed::Box;
     use lvbs_loader::layout::{NUM_VCPUS, PAGE_SIZE, TD_MEMORY_BYTES};
     use lvbs_loader::{BootInfo, IgvmTd};
@@ -130,6 +132,7 @@ mod bare {
         let _ = log::set_logger(&LOGGER);
         log::set_max_level(log::LevelFilter::Warn);
         idt::init();
+        lapic::init();
         emu_println!(
             "heap {:#x}..{:#x} ({} MiB)",
             heap_start,
@@ -176,6 +179,19 @@ mod bare {
         config.mbec_supported = true;
         config.accepted_bytes = accepted_bytes;
         config.mrtd = mrtd;
+        // TD_PARAMS.TSC_FREQUENCY (units of 25 MHz): the host TSC's rate, which
+        // L1 and L2 read natively (TSC offset 0, no TSC scaling under TCG).
+        let tsc_hz = hpet::tsc_hz();
+        if tsc_hz != 0 {
+            config.tsc_frequency =
+                ((tsc_hz + 12_500_000) / 25_000_000).clamp(1, u16::MAX as u64) as u16;
+        }
+        emu_println!(
+            "TSC {} MHz (TD TSC_FREQUENCY {} x 25 MHz), LAPIC timer {} MHz",
+            tsc_hz / 1_000_000,
+            config.tsc_frequency,
+            lapic::counts_per_second() / 1_000_000
+        );
 
         let l1_vmcb: &'static vmcb::Vmcb = Box::leak(Box::new(vmcb::Vmcb::new()));
         let iopm: &'static Iopm = Box::leak(Iopm::ones());

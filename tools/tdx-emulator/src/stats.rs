@@ -136,6 +136,8 @@ fn svm_name(code: u64) -> &'static str {
         e::SHUTDOWN => "SHUTDOWN",
         e::NPF => "NPF",
         0x8D => "XSETBV",
+        e::INTR => "INTR",
+        0x64 => "VINTR",
         e::INVALID => "INVALID",
         _ => "other",
     }

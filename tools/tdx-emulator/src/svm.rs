@@ -27,3 +27,8 @@ pub fn init() -> Result<(), &'static str> {
 pub fn run(vmcb: &Vmcb, gprs: &mut Gprs) {
     arch::vmrun(vmcb.pa(), gprs);
 }
+
+/// [`run`] with host interrupts able to end the guest's slice (`arch::vmrun_irq`).
+pub fn run_irq(vmcb: &Vmcb, gprs: &mut Gprs) {
+    arch::vmrun_irq(vmcb.pa(), gprs);
+}

@@ -101,7 +101,12 @@ pub struct L2Cpu<'a> {
     pub(crate) l2_ctls: u64,
     pub(crate) end: Option<RunEnd>,
     pub(crate) last_value: Option<u64>,
+    /// TSC_DEADLINE of this VM on this vCPU (§2.7); `u64::MAX` = disabled.
+    pub(crate) tsc_deadline: u64,
 }
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 
 impl L2Cpu<'_> {
     /// The L2 VM being run.
@@ -132,6 +137,74 @@ impl L2Cpu<'_> {
     /// Whether the run has ended.
     pub fn has_exited(&self) -> bool {
         self.end.is_some()
+    }
+
+    /// TSC_DEADLINE of the running VM (§2.7): the TD-virtual-TSC value at
+    /// which L2 exits with reason 52; `u64::MAX` when disabled.
+    pub fn tsc_deadline(&self) -> u64 {
+        self.tsc_deadline
+    }
+
+    /// Ends the run with a preemption-timer exit (reason 52, §2.7) if the
+    /// deadline is enabled and `now` (the TD virtual TSC) has reached it.
+    /// Engines call it before each instruction; a deadline already past at
+    /// entry therefore exits before L2's first instruction.
+    pub fn check_timer(&mut self, now: u64) -> bool {
+        if self.end.is_some() {
+            return true;
+        }
+        if self.tsc_deadline != u64::MAX && now >= self.tsc_deadline {
+            self.exit_with_reason(reason::PREEMPTION_TIMER);
+            return true;
+        }
+        false
+    }
+
+    /// Whether L2 can take an external interrupt now: RFLAGS.IF = 1 and no
+    /// blocking by STI or MOV SS (guest interruptibility bits 1:0).
+    pub fn interruptible(&self) -> bool {
+        self.regs.rflags & RFLAGS_IF != 0
+            && self.vmcs(vmcs::GUEST_INTERRUPTIBILITY)
+                & (c::INTERRUPTIBILITY_STI | c::INTERRUPTIBILITY_MOV_SS)
+                == 0
+    }
+
+    /// Whether L1 set interrupt-window exiting (primary control bit 2).
+    pub fn interrupt_window_exiting(&self) -> bool {
+        self.vmcs(vmcs::PROC_BASED_CTLS) & c::PROC_INTERRUPT_WINDOW_EXITING != 0
+    }
+
+    /// Ends the run with an interrupt-window exit (reason 7, §2.8) when L1
+    /// asked for one and L2 is interruptible. Engines call it before each
+    /// instruction (after [`L2Cpu::check_timer`]).
+    pub fn check_interrupt_window(&mut self) -> bool {
+        if self.end.is_some() {
+            return true;
+        }
+        if self.interrupt_window_exiting() && self.interruptible() {
+            self.exit_with_reason(reason::INTERRUPT_WINDOW);
+            return true;
+        }
+        false
+    }
+
+    /// Ends blocking by STI / MOV SS: engines call it when an instruction
+    /// other than the one that set the blocking retired.
+    pub fn clear_interrupt_shadow(&mut self) {
+        let v = self.vmcs(vmcs::GUEST_INTERRUPTIBILITY);
+        let blocking = c::INTERRUPTIBILITY_STI | c::INTERRUPTIBILITY_MOV_SS;
+        if v & blocking != 0 {
+            self.vmcs
+                .insert(vmcs::GUEST_INTERRUPTIBILITY.0, v & !blocking);
+        }
+    }
+
+    /// Ends the run with a VM-entry failure (exit reason bit 31 set, §2.3):
+    /// nothing of L2 ran.
+    pub(crate) fn entry_failure(&mut self, basic: u16) {
+        let mut info = self.exit_info(basic, 0, 0, 0);
+        info.reason |= 1 << 31;
+        self.end = Some(RunEnd::ToL1(info));
     }
 
     /// MBEC: secondary controls bit 22 (§3.2).
@@ -300,6 +373,19 @@ impl L2Cpu<'_> {
                 };
                 self.vmcs.insert(b.0, base);
                 self.vmcs.insert(l.0, limit as u64);
+                self.complete(len)
+            }
+            L2Action::Sti => {
+                if self.regs.rflags & RFLAGS_IF == 0 {
+                    self.regs.rflags |= RFLAGS_IF;
+                    let v = self.vmcs(vmcs::GUEST_INTERRUPTIBILITY);
+                    self.vmcs
+                        .insert(vmcs::GUEST_INTERRUPTIBILITY.0, v | c::INTERRUPTIBILITY_STI);
+                }
+                self.complete(len)
+            }
+            L2Action::Cli => {
+                self.regs.rflags &= !RFLAGS_IF;
                 self.complete(len)
             }
             L2Action::SetGpr { gpr, value } => {
@@ -625,6 +711,7 @@ mod tests {
             l2_ctls: 0,
             end: None,
             last_value: None,
+            tsc_deadline: u64::MAX,
         };
         assert!(cpu.set_guest_state(vmcs::GUEST_GS_BASE, 0xFFFF_8000_0000_1000));
         assert_eq!(cpu.vmcs(vmcs::GUEST_GS_BASE), 0xFFFF_8000_0000_1000);

@@ -92,6 +92,11 @@ pub enum L2Action {
         /// New limit.
         limit: u16,
     },
+    /// `STI`: sets RFLAGS.IF; if IF was 0, interrupts stay blocked until the
+    /// next instruction completes (blocking by STI). Length 1.
+    Sti,
+    /// `CLI`: clears RFLAGS.IF. Length 1.
+    Cli,
     /// Set general-purpose registers (not an instruction the model judges; a
     /// scripting convenience with length 0).
     SetGpr {
@@ -114,7 +119,7 @@ impl L2Action {
                 ..
             } => 0,
             L2Action::Access { .. } => 3,
-            L2Action::Hlt => 1,
+            L2Action::Hlt | L2Action::Sti | L2Action::Cli => 1,
             L2Action::Vmcall | L2Action::LoadDescriptorTable { .. } => 3,
             L2Action::Tdcall => 4,
             L2Action::In { .. } | L2Action::Out { .. } => 2,
@@ -169,7 +174,16 @@ pub use crate::cpu::L2Cpu;
 pub trait L2Engine {
     /// Runs L2 from the state in `cpu` until an action ends with [`Step::Exit`],
     /// or the engine itself must end the run (then it calls [`L2Cpu::exit_with`]).
+    ///
+    /// Before each instruction the engine asks [`L2Cpu::check_timer`] (the
+    /// TSC_DEADLINE of §2.7, exit reason 52) and
+    /// [`L2Cpu::check_interrupt_window`] (exit reason 7, §2.8); both also
+    /// apply before the first instruction, after an injected event.
     fn run(&mut self, cpu: &mut L2Cpu<'_>);
+
+    /// The TD's virtual TSC now: what RDTSC returns in L1 and L2, and the
+    /// clock TSC_DEADLINE compares against (§2.7).
+    fn tsc(&mut self) -> u64;
 
     /// L1 injected an event that L2 receives at entry (§2.8). The scripted
     /// engine models the guest's exception fixup: the faulting action is skipped.
@@ -187,8 +201,15 @@ pub struct ScriptedEngine {
     next_rip: u64,
     trace: Vec<TraceEntry>,
     events: Vec<DeliveredEvent>,
+    tsc: u64,
     /// Safety valve against scripts that loop: maximum actions per entry.
     pub max_steps_per_entry: usize,
+    /// Virtual TSC ticks each executed action takes (the scripted engine's
+    /// clock: time passes only as L2 executes or someone reads the TSC).
+    pub ticks_per_action: u64,
+    /// Virtual TSC ticks each [`L2Engine::tsc`] read takes, so that an L1
+    /// polling the TSC (waiting for a deadline while L2 halts) makes progress.
+    pub ticks_per_read: u64,
 }
 
 impl ScriptedEngine {
@@ -199,7 +220,10 @@ impl ScriptedEngine {
             next_rip: base_rip,
             trace: Vec::new(),
             events: Vec::new(),
+            tsc: 0,
             max_steps_per_entry: 10_000,
+            ticks_per_action: 1_000,
+            ticks_per_read: 10,
         }
     }
 
@@ -234,6 +258,17 @@ impl ScriptedEngine {
         &self.events
     }
 
+    /// The virtual TSC without advancing it.
+    pub fn peek_tsc(&self) -> u64 {
+        self.tsc
+    }
+
+    /// Moves the virtual TSC forward by `ticks` (a test standing in for time
+    /// that passes outside L2).
+    pub fn advance_tsc(&mut self, ticks: u64) {
+        self.tsc = self.tsc.saturating_add(ticks);
+    }
+
     fn action_at(&self, rip: u64) -> Option<(usize, L2Action)> {
         self.actions
             .iter()
@@ -254,6 +289,10 @@ impl ScriptedEngine {
 impl L2Engine for ScriptedEngine {
     fn run(&mut self, cpu: &mut L2Cpu<'_>) {
         for _ in 0..self.max_steps_per_entry {
+            // Exits that happen before the next instruction (§2.7, §2.8).
+            if cpu.check_timer(self.tsc) || cpu.check_interrupt_window() {
+                return;
+            }
             let rip = cpu.regs().rip;
             let Some((index, action)) = self.action_at(rip) else {
                 // Running off the script is executing garbage: a triple fault.
@@ -267,6 +306,11 @@ impl L2Engine for ScriptedEngine {
             } else {
                 cpu.execute(&action)
             };
+            self.tsc = self.tsc.saturating_add(self.ticks_per_action);
+            if step != Step::Exit && action != L2Action::Sti {
+                // Blocking by STI / MOV SS ends once the next instruction retired.
+                cpu.clear_interrupt_shadow();
+            }
             self.trace.push(TraceEntry {
                 rip,
                 action,
@@ -287,6 +331,11 @@ impl L2Engine for ScriptedEngine {
         // A script that never exits (e.g. a loop L1 keeps resuming) ends as a
         // preemption-timer exit so the caller regains control.
         cpu.exit_with_reason(tdcall::vmx::reason::PREEMPTION_TIMER);
+    }
+
+    fn tsc(&mut self) -> u64 {
+        self.tsc = self.tsc.saturating_add(self.ticks_per_read);
+        self.tsc
     }
 
     fn deliver_event(&mut self, cpu: &mut L2Cpu<'_>, event: DeliveredEvent) {

@@ -841,6 +841,7 @@ fn vp_enter<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) 
     let vcpu_index = m.current as u32;
     let v = &mut m.vcpus[m.current];
     let l2_ctls = v.l2_ctls[vm.index() as usize];
+    let tsc_deadline = v.tsc_deadline[vm.index() as usize];
     let vmstate = &mut v.vms[slot];
     // GUEST_RSP/RIP/RFLAGS/SSP/interrupt status come from the buffer (§2.2).
     for (f, val) in [
@@ -874,16 +875,26 @@ fn vp_enter<H: HostVmm, E: L2Engine>(m: &mut TdxModel<H, E>, r: &mut Registers) 
         l2_ctls,
         end: None,
         last_value: None,
+        tsc_deadline,
     };
-    if injected.is_valid() {
-        let event = DeliveredEvent {
-            rip: cpu.regs.rip,
-            vector: injected.vector(),
-            error_code: injected.has_error_code().then_some(error_code),
-        };
-        m.engine.deliver_event(&mut cpu, event);
+    // VM-entry checks on event injection (SDM 26.3.1.5): an external
+    // interrupt needs RFLAGS.IF = 1 and no blocking by STI or MOV SS, else
+    // the entry fails with invalid guest state (§2.3, reason 33 | bit 31).
+    let external = injected.is_valid()
+        && injected.event_type() == tdcall::vmx::EventType::ExternalInterrupt as u8;
+    if external && !cpu.interruptible() {
+        cpu.entry_failure(tdcall::vmx::reason::INVALID_GUEST_STATE);
+    } else {
+        if injected.is_valid() {
+            let event = DeliveredEvent {
+                rip: cpu.regs.rip,
+                vector: injected.vector(),
+                error_code: injected.has_error_code().then_some(error_code),
+            };
+            m.engine.deliver_event(&mut cpu, event);
+        }
+        m.engine.run(&mut cpu);
     }
-    m.engine.run(&mut cpu);
     let end = cpu.end.take();
     let regs = cpu.regs;
     let Some(end) = end else {

@@ -283,6 +283,13 @@ impl<H: HostVmm, E: L2Engine> TdxModel<H, E> {
         )
     }
 
+    /// The TD virtual TSC now (what RDTSC returns in L1 and L2, §2.7): the
+    /// engine's clock. The scripted engine's clock advances with every L2
+    /// action and every read.
+    pub fn tsc(&mut self) -> u64 {
+        self.engine.tsc()
+    }
+
     /// Marks an interrupt deliverable to L1 on the current vCPU (or clears it):
     /// TDG.VP.ENTER then returns TDX_PENDING_INTERRUPT (§2.2 check 4).
     pub fn set_l1_interrupt_pending(&mut self, pending: bool) {

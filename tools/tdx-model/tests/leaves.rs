@@ -1170,3 +1170,153 @@ fn scenario_msr_bitmap_and_injected_gp() {
         "valid bit cleared on entry"
     );
 }
+
+/// RFLAGS with IF set (bit 1 is always 1).
+const RFLAGS_IF: u64 = 0x202;
+
+#[test]
+fn scenario_tsc_deadline_exits_with_reason_52() {
+    let mut m = model();
+    setup(&mut m);
+    m.engine.ticks_per_action = 100;
+    for _ in 0..50 {
+        m.engine.push(L2Action::SetGpr { gpr: 0, value: 1 });
+    }
+    m.engine.push(L2Action::Hlt);
+    // Disabled by default.
+    let deadline_field = FieldId::tsc_deadline(L2Vm::Vm1);
+    assert_eq!(call(&mut m, &VpRd(deadline_field)).unwrap().value, u64::MAX);
+    // A deadline 10 actions ahead stops L2 after exactly 10 actions.
+    let now = m.engine.peek_tsc();
+    vp_wr(&mut m, deadline_field, now + 1_000, u64::MAX).unwrap();
+    let res = enter(&mut m, &state_at(CODE)).unwrap();
+    assert_eq!(res.outcome, EnterOutcome::L2ToL1);
+    assert_eq!(res.exit.reason, reason::PREEMPTION_TIMER as u32);
+    assert_eq!(res.exit.instruction_length, 0);
+    assert_eq!(m.engine.trace().len(), 10);
+    let st = read_state(&m);
+    assert_eq!(st.rip, CODE + 10, "stopped between instructions");
+    // The deadline stays armed: re-entering exits again before any instruction.
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(res.exit.reason, reason::PREEMPTION_TIMER as u32);
+    assert_eq!(m.engine.trace().len(), 10, "a past deadline runs nothing");
+    // Disarmed, L2 continues to its HLT.
+    vp_wr(&mut m, deadline_field, u64::MAX, u64::MAX).unwrap();
+    let st = read_state(&m);
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(res.exit.reason, reason::HLT as u32);
+    assert_eq!(m.stats().l2_exits[&reason::PREEMPTION_TIMER], 2);
+}
+
+#[test]
+fn scenario_past_deadline_still_delivers_the_injected_event() {
+    let mut m = model();
+    setup(&mut m);
+    m.engine.push(L2Action::Hlt);
+    let now = m.engine.peek_tsc();
+    vp_wr(&mut m, FieldId::tsc_deadline(L2Vm::Vm1), now, u64::MAX).unwrap();
+    // External interrupt, vector 0xEC.
+    vp_wr(&mut m, vm1(vmcs::VM_ENTRY_INTR_INFO), 0x8000_00EC, u64::MAX).unwrap();
+    let mut st = state_at(CODE);
+    st.rflags = RFLAGS_IF;
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(res.exit.reason, reason::PREEMPTION_TIMER as u32);
+    assert_eq!(m.engine.events().len(), 1);
+    assert_eq!(m.engine.events()[0].vector, 0xEC);
+    assert!(m.engine.trace().is_empty());
+}
+
+#[test]
+fn scenario_external_interrupt_injection_honours_if_and_sti_blocking() {
+    let mut m = model();
+    setup(&mut m);
+    m.engine.push(L2Action::Hlt);
+    // IF = 0: the VM entry fails (invalid guest state, bit 31), nothing runs.
+    vp_wr(&mut m, vm1(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0030, u64::MAX).unwrap();
+    let res = enter(&mut m, &state_at(CODE)).unwrap();
+    assert_eq!(res.outcome, EnterOutcome::L2ToL1);
+    assert_eq!(
+        res.exit.reason,
+        0x8000_0000 | reason::INVALID_GUEST_STATE as u32
+    );
+    assert!(res.exit.exit_reason().is_entry_failure());
+    assert!(m.engine.events().is_empty());
+    assert!(m.engine.trace().is_empty());
+    // IF = 1 but blocking by STI: fails the same way.
+    vp_wr(&mut m, vm1(vmcs::GUEST_INTERRUPTIBILITY), 1, u64::MAX).unwrap();
+    vp_wr(&mut m, vm1(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0030, u64::MAX).unwrap();
+    let mut st = state_at(CODE);
+    st.rflags = RFLAGS_IF;
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(
+        res.exit.reason,
+        0x8000_0000 | reason::INVALID_GUEST_STATE as u32
+    );
+    // IF = 1, no blocking: delivered, and L2 continues to its HLT.
+    vp_wr(&mut m, vm1(vmcs::GUEST_INTERRUPTIBILITY), 0, u64::MAX).unwrap();
+    vp_wr(&mut m, vm1(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0030, u64::MAX).unwrap();
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(res.exit.reason, reason::HLT as u32);
+    assert_eq!(m.engine.events()[0].vector, 0x30);
+    assert_eq!(m.engine.events()[0].error_code, None);
+    // Exceptions do not depend on IF.
+    vp_wr(&mut m, vm1(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0306, u64::MAX).unwrap();
+    let res = enter(&mut m, &state_at(CODE)).unwrap();
+    assert!(!res.exit.exit_reason().is_entry_failure());
+    assert_eq!(m.engine.events()[1].vector, 6);
+}
+
+#[test]
+fn scenario_interrupt_window_exiting() {
+    let mut m = model();
+    setup(&mut m);
+    let window = controls::PROC_INTERRUPT_WINDOW_EXITING;
+    // Writable by L1 (bit 2 of the primary write mask).
+    vp_wr(&mut m, vm1(vmcs::PROC_BASED_CTLS), window, window).unwrap();
+    m.engine.extend([
+        L2Action::SetGpr { gpr: 0, value: 1 },
+        L2Action::Sti,
+        L2Action::SetGpr { gpr: 0, value: 2 },
+        L2Action::SetGpr { gpr: 0, value: 3 },
+        L2Action::Hlt,
+    ]);
+    // IF = 0 at entry: L2 runs until STI has opened the window and the
+    // instruction after it (the STI shadow) retired.
+    let res = enter(&mut m, &state_at(CODE)).unwrap();
+    assert_eq!(res.exit.reason, reason::INTERRUPT_WINDOW as u32);
+    assert_eq!(res.exit.instruction_length, 0);
+    let st = read_state(&m);
+    assert_eq!(
+        st.gprs[gpr::RAX],
+        2,
+        "the instruction in the STI shadow ran"
+    );
+    assert_eq!(st.rflags & 0x200, 0x200, "STI set IF");
+    assert_eq!(m.engine.trace().len(), 3);
+    // Still set: an open window exits before any instruction.
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(res.exit.reason, reason::INTERRUPT_WINDOW as u32);
+    assert_eq!(m.engine.trace().len(), 3);
+    // L1 clears the control and injects: the interrupt arrives, L2 goes on.
+    vp_wr(&mut m, vm1(vmcs::PROC_BASED_CTLS), 0, window).unwrap();
+    vp_wr(&mut m, vm1(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0041, u64::MAX).unwrap();
+    let res = enter(&mut m, &st).unwrap();
+    assert_eq!(res.exit.reason, reason::HLT as u32);
+    assert_eq!(m.engine.events()[0].vector, 0x41);
+    assert_eq!(m.engine.events()[0].rip, CODE + 3);
+    assert_eq!(m.stats().l2_exits[&reason::INTERRUPT_WINDOW], 2);
+}
+
+#[test]
+fn scripted_tsc_advances_with_actions_and_reads() {
+    let mut m = model();
+    setup(&mut m);
+    let t0 = m.tsc();
+    let t1 = m.tsc();
+    assert!(t1 > t0, "every read moves the clock");
+    m.engine.ticks_per_action = 500;
+    m.engine.extend([L2Action::Cli, L2Action::Hlt]);
+    let before = m.engine.peek_tsc();
+    enter(&mut m, &state_at(CODE)).unwrap();
+    assert_eq!(m.engine.peek_tsc() - before, 1_000);
+}
