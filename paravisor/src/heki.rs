@@ -92,6 +92,7 @@ use crate::handlers::{
     AllowCrWrites, CpuidPolicy, CrPolicy, DefaultCpuidPolicy, EnosysHypercalls, ExitHandlers,
     HypercallArgs, HypercallContext, HypercallHandler, MsrPolicy, MsrTable,
 };
+use crate::measure::{AdmissionKind, Digest48, SharedMeasurements};
 use crate::memory::Platform;
 use crate::pinning::{lock_registers, PinnedCr, PinnedMsrs, RegisterPins};
 
@@ -327,6 +328,8 @@ pub struct HekiStats {
     pub modules_validated: u64,
     /// `PATCH_TEXT` steps carried out.
     pub patches_applied: u64,
+    /// Code admissions extended into RTMR2.
+    pub admissions_recorded: u64,
 }
 
 /// L2 memory as [`heki_tdx::pages`] reads it: only GPAs inside
@@ -390,6 +393,11 @@ pub struct HekiService<
     pub stats: HekiStats,
     /// How often [`ExitHandlers::pending_interrupt`] ran.
     pub pending_interrupts: u64,
+    /// The RTMR event log: with it, every code admission (validated module,
+    /// accepted text patch) is extended into RTMR2 before the code becomes
+    /// executable, and a failed extend refuses the admission
+    /// (`crate::measure`, docs/attestation.md). `None`: nothing is recorded.
+    pub measurements: Option<SharedMeasurements>,
 }
 
 impl HekiService {
@@ -411,6 +419,7 @@ impl HekiService {
             rt: HekiRuntime::default(),
             stats: HekiStats::default(),
             pending_interrupts: 0,
+            measurements: None,
         }
     }
 }
@@ -431,6 +440,7 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
             rt: self.rt,
             stats: self.stats,
             pending_interrupts: self.pending_interrupts,
+            measurements: self.measurements,
         }
     }
 
@@ -449,12 +459,34 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
             rt: self.rt,
             stats: self.stats,
             pending_interrupts: self.pending_interrupts,
+            measurements: self.measurements,
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &HekiConfig {
         &self.config
+    }
+
+    /// Records one code admission in RTMR2 (if measurements are attached);
+    /// a failure refuses the admission with `-EIO`.
+    fn admit(
+        &mut self,
+        cx: &mut HypercallContext<'_>,
+        kind: AdmissionKind,
+        digest: &Digest48,
+    ) -> Result<(), Refusal> {
+        let Some(m) = &self.measurements else {
+            return Ok(());
+        };
+        m.borrow_mut()
+            .record_admission(&mut *cx.platform, kind, digest)
+            .map_err(|e| {
+                log::warn!("recording the {kind:?} admission in RTMR2: {e}");
+                Refusal(Errno::EIO, "recording the admission in RTMR2 failed")
+            })?;
+        self.stats.admissions_recorded += 1;
+        Ok(())
     }
 
     /// The values `LOCK_REGS` pinned, once it ran.

@@ -236,12 +236,14 @@ pub fn prepare_l2<P: Platform>(
         vcpu.state.gprs[reg] = value;
     }
     let measurements = measured::measurements(pages.measure_gpa).map_err(BootError::Measure)?;
-    let heki = heki_service(p, &layout, l1, pages, &measurements).map_err(|e| match e {
+    let mut heki = heki_service(p, &layout, l1, pages, &measurements).map_err(|e| match e {
         ept::EptError::Policy(e) => BootError::HekiPolicy(e),
         ept::EptError::Apply(e) => BootError::HekiApply(e.error),
     })?;
     let n = measured::measure_boot(p, &layout, heki.config(), &measurements)
         .map_err(BootError::Measure)?;
+    // Validated modules and accepted text patches go to RTMR2.
+    heki.measurements = Some(measurements.clone());
     log::info!("measured boot: {n} events in RTMR0/RTMR1, attestation on VMCALL 0x5444_0001");
     Ok(Booted {
         info,

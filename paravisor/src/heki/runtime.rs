@@ -27,7 +27,11 @@
 //!    are compared with the signed ELF except at relocation and loader
 //!    patch-site windows ([`heki_tdx::elf`]); the module's jump-label sites are
 //!    checked to lie in its text frames.
-//! 5. **Commit**: one [`Ept::transition_batch`](ept::Ept::transition_batch) with [`Authority::Validated`]
+//! 5. **Record**: with measurements attached
+//!    ([`HekiService::measurements`](super::HekiService::measurements)), an
+//!    RTMR2 event (`lvbs-tdx:admit:module`, SHA-384 of the signed module
+//!    file) is extended first; if that fails the module is refused (`-EIO`).
+//!    **Commit**: one [`Ept::transition_batch`](ept::Ept::transition_batch) with [`Authority::Validated`]
 //!    sets text and init text R+Xs, rodata and init rodata R, data, init data
 //!    and ro-after-init R+W; the patch sites are registered and a fresh token
 //!    (monotonic, never reused) is returned in R8.
@@ -53,8 +57,11 @@
 //! jump-label sites, only between their registered `JMP` and the NOP of the
 //! same length, only in `text_poke_bp` order (INT3, tail, first byte).
 //! Unregistered bytes are `-ENOENT` (the LVBS guest treats that as "not
-//! handled"), an illegal step `-EACCES`. The paravisor writes the accepted
-//! bytes into the page itself; L2 cannot, the page is not writable for it.
+//! handled"), an illegal step `-EACCES`. With measurements attached, each
+//! accepted step is first extended into RTMR2 (`lvbs-tdx:admit:text-patch`,
+//! SHA-384 over GPA u64 LE, length u32 LE and bytes of every write; `-EIO` if
+//! that fails). The paravisor writes the accepted bytes into the page itself;
+//! L2 cannot, the page is not writable for it.
 //!
 //! # `COPY_SECONDARY_KEY` (§5.7)
 //!
@@ -76,6 +83,7 @@ use heki_tdx::patch::{self, HekiPatch, Owner, PatchRegistry};
 
 use super::{ept_errno, page_state, refuse, CallResult, HekiService, L2Memory, Refusal};
 use crate::handlers::{HypercallArgs, HypercallContext, MsrPolicy};
+use crate::measure::{self, AdmissionKind};
 
 /// The section types whose loaded bytes are compared with the signed ELF and
 /// which are therefore frozen before they are read. The data types are
@@ -374,6 +382,8 @@ where
         let checked = self
             .check_frozen_module(cx, &req, &limits, token)
             .and_then(|c| {
+                // RTMR2 learns of the module before its text can run.
+                self.admit(cx, AdmissionKind::Module, &measure::sha384(&req.elf))?;
                 let commit: Vec<(GpaRange, PageState)> = sections
                     .iter()
                     .map(|(r, t)| {
@@ -669,6 +679,15 @@ where
                 },
             )
         })?;
+        // RTMR2 learns of the bytes before they are written:
+        // SHA-384 over (GPA u64 LE, length u32 LE, bytes) of each write.
+        let mut record = Vec::new();
+        for (gpa, bytes) in req.writes() {
+            record.extend_from_slice(&gpa.to_le_bytes());
+            record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            record.extend_from_slice(&bytes);
+        }
+        self.admit(cx, AdmissionKind::TextPatch, &measure::sha384(&record))?;
         for (gpa, bytes) in req.writes() {
             if let Err(e) = cx.platform.write(gpa, &bytes) {
                 log::error!("PATCH_TEXT: writing {gpa:#x}: {e}");

@@ -936,3 +936,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn admissions_are_extended_into_rtmr2_before_the_code_runs() {
+    use paravisor::measure::{
+        replay, sha384, AdmissionKind, Event, MeasureBuffers, MeasuredBoot, RTMR_ADMISSIONS,
+    };
+    // An L1-private page below the guest memory for the TDCALL buffers.
+    const MEASURE_PAGE: u64 = 0x7_0000;
+    let site = text() + SITE_OFF;
+    let more = call(HekiCall::PatchText, REQ, 0);
+    let (mut td, mut vcpu, mut h, _, _) = with_module(&more);
+    let m = MeasuredBoot::new(MeasureBuffers::in_page(MEASURE_PAGE))
+        .unwrap()
+        .shared();
+    h.measurements = Some(m.clone());
+    assert_eq!(next_status(&mut td, &mut vcpu, &mut h), 0, "validated");
+    poke(&mut td, site, &[INT3]);
+    assert_eq!(next_status(&mut td, &mut vcpu, &mut h), 0, "patch step 1");
+    // Module digest = SHA-384 of the signed file; patch digest over
+    // (GPA, length, bytes) of each write.
+    let mut record = site.to_le_bytes().to_vec();
+    record.extend_from_slice(&1u32.to_le_bytes());
+    record.push(INT3);
+    let expected = [
+        Event::admission(AdmissionKind::Module, &sha384(KO)),
+        Event::admission(AdmissionKind::TextPatch, &sha384(&record)),
+    ];
+    assert_eq!(m.borrow().log().events(), expected);
+    assert_eq!(h.stats.admissions_recorded, 2);
+    let rtmr2 = td.0.rtmr(RTMR_ADMISSIONS as usize).unwrap();
+    assert_eq!(rtmr2, replay(&expected)[RTMR_ADMISSIONS as usize]);
+
+    // A failed extend refuses the admission and rolls the frames back: the
+    // TDCALL buffers lie in memory that is not L1's.
+    let (mut td, mut vcpu, mut h, _, _) = with_module(&[]);
+    let bad = MeasuredBoot::new(MeasureBuffers::in_page(0x7FFF_F000))
+        .unwrap()
+        .shared();
+    h.measurements = Some(bad.clone());
+    assert_eq!(
+        next_status(&mut td, &mut vcpu, &mut h),
+        status(Errno::EIO),
+        "unrecorded module refused"
+    );
+    assert_eq!(td.0.rtmr(RTMR_ADMISSIONS as usize).unwrap(), [0; 48]);
+    assert!(bad.borrow().log().events().is_empty());
+    assert_eq!(
+        h.runtime().next_token(),
+        0,
+        "no token for the refused module"
+    );
+    assert_all_data(&td, &h, "unrecorded module");
+}
