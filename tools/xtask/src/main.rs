@@ -11,11 +11,15 @@
 //! - `cargo xtask attacks`: `emulator-test` that also counts the probe's
 //!   `attack … BLOCKED/ALLOWED` lines, prints `attacks: N blocked, M allowed`
 //!   and fails on any ALLOWED or fewer than 20 attacks (`test` runs this).
+//! - `cargo xtask fuzz [--smoke] [--seconds N] [--target NAME]`: every
+//!   cargo-fuzz target for N seconds (`--smoke`: 60), installing cargo-fuzz
+//!   if needed (see [`fuzz`]; not part of `test`).
 //! - `cargo xtask attest [--tamper kernel|nonce]`: the attestation demo (see
 //!   [`attest`]; `test` runs all three modes and expects the tampered ones
 //!   refused on RTMR1 and on the nonce).
 
 mod attest;
+mod fuzz;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +79,8 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Run the cargo-fuzz targets (heki-tdx, tee) for N seconds each; fails on any crash.
+    Fuzz(fuzz::FuzzArgs),
     /// Attestation demo: boot the attest guest, get a TDREPORT for a fresh
     /// nonce with the event log, verify it (`--tamper kernel|nonce`: must be refused).
     Attest(attest::AttestArgs),
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Task::Run(args) => report(run::run(&args, false)),
         Task::EmulatorTest { timeout } => report(run::emulator_test(timeout)),
         Task::Attacks { timeout } => report(run::attacks(timeout)),
+        Task::Fuzz(args) => report(fuzz::fuzz(&args)),
         Task::Attest(args) => report(attest::attest(&args)),
     }
 }
