@@ -77,6 +77,10 @@ impl BootInfo {
     /// Offset of `initrd_size`.
     pub const OFF_INITRD_SIZE: usize = 88;
 
+    /// `flags` bit 0: the L2 image is a Linux `vmlinux`; the paravisor boots
+    /// it with the 64-bit boot protocol (`crate::linux`, docs/linux.md).
+    pub const FLAG_LINUX: u64 = 1 << 0;
+
     /// The contract's values for an L2 image with `entry` that ends at `image_end`.
     pub const fn for_l2_image(l2_entry: u64, l2_image_end: u64) -> Self {
         BootInfo {

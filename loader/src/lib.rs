@@ -8,6 +8,7 @@
 //!   GPA window, and [`TdLayout`]: the paravisor, the L2 kernel, its command
 //!   line and initrd plus BootInfo and the reset page, with the pages added
 //!   (measured or not) before the TD starts, in load order;
+//! * [`linux`]: the layout of a TD whose L2 is a Linux `vmlinux`;
 //! * [`igvm`]: a bounded `no_std` reader of the IGVM files `loader build`
 //!   writes (the emulator boots them), and the TDX reset page.
 //!
@@ -23,6 +24,7 @@ mod bootinfo;
 mod elf;
 pub mod igvm;
 pub mod layout;
+pub mod linux;
 mod td;
 
 pub use bootinfo::{BootInfo, BootInfoError};

@@ -88,6 +88,9 @@ impl<'a> TdLayout<'a> {
         initrd: Option<&'a [u8]>,
         cmdline: Option<&'a [u8]>,
     ) -> Result<Self, LayoutError> {
+        if crate::linux::is_vmlinux(l2) {
+            return Self::linux(paravisor, l2, initrd, cmdline);
+        }
         let paravisor = load_plan(
             paravisor,
             layout::PARAVISOR_BASE..layout::PARAVISOR_BASE + layout::PARAVISOR_MAX_BYTES,
@@ -163,7 +166,7 @@ impl<'a> TdLayout<'a> {
     pub fn accepted_bytes(&self) -> u64 {
         self.pages()
             .iter()
-            .filter(|p| p.gpa < layout::TD_MEMORY_BYTES)
+            .filter(|p| p.gpa < self.boot_info.td_memory_bytes)
             .map(|p| p.gpa + PAGE_SIZE)
             .max()
             .unwrap_or(0)

@@ -317,6 +317,17 @@ impl CpuidPolicy for DefaultCpuidPolicy {
     }
 }
 
+/// What L1 does with an L2 port access (exit reason 30).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAccess {
+    /// Forward it to the host with TDG.VP.VMCALL Instruction.IO (§1.5).
+    Forward,
+    /// No device: IN reads all ones, OUT is dropped; the host never sees it.
+    Absent,
+    /// L1 answers this IN itself with `value` (OUT: dropped).
+    Value(u32),
+}
+
 /// Everything [`crate::Vcpu::run`] consults while handling exits.
 pub trait ExitHandlers {
     /// The VMCALL handler.
@@ -331,6 +342,57 @@ pub trait ExitHandlers {
     /// §2.3): take it (on bare metal: open an interrupt window in L1). The loop
     /// re-enters afterwards.
     fn pending_interrupt(&mut self, _platform: &mut dyn Platform) {}
+    /// Where an L2 access to `port` (an IN if `is_in`) goes. The default
+    /// forwards every port.
+    fn port_access(&mut self, _port: u16, _is_in: bool) -> PortAccess {
+        PortAccess::Forward
+    }
+    /// L2 executed XSETBV (exit 55, always L2→L1, §4) from CPL 0 with ECX =
+    /// `xcr` and EDX:EAX = `value`. XCR0 is shared between L1 and L2
+    /// (§2.10), so serving it means checking the value and executing XSETBV
+    /// in L1. The default cannot: the loop stops (fail closed).
+    fn xsetbv(&mut self, _xcr: u32, _value: u64) -> XsetbvOutcome {
+        XsetbvOutcome::Unhandled
+    }
+}
+
+/// What [`ExitHandlers::xsetbv`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XsetbvOutcome {
+    /// Executed: L2 continues after the instruction.
+    Done,
+    /// Refused: #GP(0) into L2.
+    Fault,
+    /// Not served: the loop stops.
+    Unhandled,
+}
+
+/// Whether `value` is a legal XCR0 given the `allowed` state components
+/// (SDM XSETBV: x87 always set, AVX needs SSE, the AVX-512 triple and the
+/// AMX pair all or nothing and only with AVX / each other).
+pub fn xcr0_valid(value: u64, allowed: u64) -> bool {
+    const X87: u64 = 1;
+    const SSE: u64 = 1 << 1;
+    const AVX: u64 = 1 << 2;
+    const BNDREGS: u64 = 1 << 3;
+    const BNDCSR: u64 = 1 << 4;
+    const AVX512: u64 = 0x7 << 5;
+    const AMX: u64 = 0x3 << 17;
+    if value & !allowed != 0 || value & X87 == 0 {
+        return false;
+    }
+    if value & AVX != 0 && value & SSE == 0 {
+        return false;
+    }
+    if (value & BNDREGS != 0) != (value & BNDCSR != 0) {
+        return false;
+    }
+    let avx512 = value & AVX512;
+    if avx512 != 0 && (avx512 != AVX512 || value & AVX == 0) {
+        return false;
+    }
+    let amx = value & AMX;
+    amx == 0 || amx == AMX
 }
 
 /// [`ExitHandlers`] composed of one policy each.

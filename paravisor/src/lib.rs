@@ -29,6 +29,7 @@ pub mod heki;
 pub mod inject;
 pub mod insn;
 pub mod interrupts;
+pub mod linux;
 pub mod measure;
 pub mod memory;
 pub mod msr_bitmap;
@@ -41,7 +42,7 @@ pub use field::FieldAccessError;
 pub use handlers::{
     AllowCrWrites, CpuidPolicy, CpuidResult, CrDecision, CrPolicy, CrWrite, DefaultCpuidPolicy,
     DefaultHandlers, EnosysHypercalls, ExitHandlers, Handlers, HypercallArgs, HypercallContext,
-    HypercallHandler, MsrPolicy, MsrRead, MsrRule, MsrTable, MsrWrite, ENOSYS,
+    HypercallHandler, MsrPolicy, MsrRead, MsrRule, MsrTable, MsrWrite, PortAccess, ENOSYS,
 };
 pub use heki::{HekiConfig, HekiService};
 pub use interrupts::{Clock, Interrupts};

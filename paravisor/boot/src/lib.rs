@@ -23,6 +23,7 @@ pub mod boot;
 pub mod bootinfo;
 pub mod checks;
 pub mod l2;
+pub mod linux;
 pub mod measured;
 pub mod memory;
 

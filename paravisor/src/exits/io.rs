@@ -83,6 +83,28 @@ pub fn handle<P: Platform>(cx: &mut ExitCtx<'_, P>) -> ExitResult {
     cx.complete_instruction()
 }
 
+/// An access L1 answers itself ([`crate::handlers::PortAccess::Absent`]:
+/// `value` all ones; [`crate::handlers::PortAccess::Value`]): IN reads
+/// `value`, OUT is dropped, the host is not asked. String I/O still gets
+/// #UD, as in [`handle`].
+pub fn local<P: Platform>(cx: &mut ExitCtx<'_, P>, value: u32) -> ExitResult {
+    let q = IoQual::decode(cx.exit.qualification);
+    let size = match AccessSize::from_bytes(q.size as u64) {
+        Some(s) if s != AccessSize::B8 && !q.string => s,
+        _ => return cx.inject(Exception::InvalidOpcode),
+    };
+    if q.is_in {
+        let rax = cx.state.gprs[gpr::RAX];
+        cx.state.gprs[gpr::RAX] = merge_in(rax, size, value as u64);
+    }
+    log::trace!(
+        "{} port {:#x}: answered by L1",
+        if q.is_in { "IN" } else { "OUT" },
+        q.port
+    );
+    cx.complete_instruction()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,7 +152,14 @@ pub fn dispatch<P: Platform, H: ExitHandlers + ?Sized>(
         reason::HLT => hlt::handle(cx)?,
         reason::VMCALL => vmcall::handle(cx, handlers.hypercalls())?,
         reason::CR_ACCESS => cr::handle(cx, handlers.cr_policy())?,
-        reason::IO_INSTRUCTION => io::handle(cx)?,
+        reason::IO_INSTRUCTION => {
+            let q = tdcall::vmx::IoQual::decode(cx.exit.qualification);
+            match handlers.port_access(q.port, q.is_in) {
+                crate::handlers::PortAccess::Forward => io::handle(cx)?,
+                crate::handlers::PortAccess::Absent => io::local(cx, u32::MAX)?,
+                crate::handlers::PortAccess::Value(v) => io::local(cx, v)?,
+            }
+        }
         reason::MSR_READ => msr::handle_read(cx, handlers.msr_policy())?,
         reason::MSR_WRITE => msr::handle_write(cx, handlers.msr_policy())?,
         reason::GDTR_IDTR_ACCESS | reason::LDTR_TR_ACCESS => desc::handle(cx)?,
@@ -161,6 +168,25 @@ pub fn dispatch<P: Platform, H: ExitHandlers + ?Sized>(
                 mmio::handle(cx)?
             } else {
                 ept::handle(cx)?
+            }
+        }
+        reason::XSETBV => {
+            use crate::handlers::XsetbvOutcome;
+            let xcr = cx.state.gprs[tdcall::enter::gpr::RCX] as u32;
+            let value = (cx.state.gprs[tdcall::enter::gpr::RDX] << 32)
+                | (cx.state.gprs[tdcall::enter::gpr::RAX] & 0xFFFF_FFFF);
+            let outcome = if cx.exit.cpl != 0 {
+                XsetbvOutcome::Fault
+            } else {
+                handlers.xsetbv(xcr, value)
+            };
+            match outcome {
+                XsetbvOutcome::Done => cx.complete_instruction()?,
+                XsetbvOutcome::Fault => {
+                    log::warn!("L2 XSETBV {xcr:#x} <- {value:#x} refused: #GP(0)");
+                    cx.inject(Exception::GeneralProtection)?
+                }
+                XsetbvOutcome::Unhandled => cx.unhandled("XSETBV")?,
             }
         }
         // Delivered to and handled by the host (§4); nothing left to do.

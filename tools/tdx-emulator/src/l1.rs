@@ -248,12 +248,14 @@ impl L1 {
     }
 
     /// Maps exactly the accepted private pages, at the model's backing store.
+    /// Only page-state changes matter (L2 attribute changes do not), so an
+    /// L1 that aliases thousands of pages does not rescan memory each time.
     fn sync_npt(&mut self, model: &Model) {
         let mem = model.memory();
-        if self.generation == Some(mem.generation()) {
+        if self.generation == Some(mem.state_generation()) {
             return;
         }
-        self.generation = Some(mem.generation());
+        self.generation = Some(mem.state_generation());
         let pages = (mem.size() / 4096) as usize;
         if self.accepted.len() != pages {
             self.accepted = vec![false; pages];

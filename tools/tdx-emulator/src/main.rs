@@ -154,6 +154,21 @@ mod bare {
         };
         svm::init().unwrap_or_else(|e| fatal(e));
 
+        // The host gives the TD the private memory its BootInfo asks for (a
+        // Linux L2 needs more than the probe's 64 MiB), within the heap.
+        let mut td_memory = TD_MEMORY_BYTES;
+        td.for_each_page(NUM_VCPUS, |gpa, page, _| {
+            if let (BootInfo::GPA, Ok(bi)) = (gpa, BootInfo::from_bytes(&page[..])) {
+                td_memory = bi
+                    .td_memory_bytes
+                    .next_multiple_of(2 * MIB)
+                    .max(TD_MEMORY_BYTES);
+            }
+        });
+        if td_memory + MIN_HEAP > heap_end - heap_start {
+            fatal("the TD asks for more private memory than the heap holds (raise QEMU's -m)")
+        }
+
         // MRTD over the pages in file order, as a host adds them: measured
         // pages are ADD + 16 EXTENDs, unmeasured and parameter pages ADD only.
         let mut mrtd = MrtdBuilder::new();
@@ -166,13 +181,13 @@ mod bare {
                 mrtd.page_add(gpa);
             }
             pages += 1;
-            if gpa + PAGE_SIZE <= TD_MEMORY_BYTES {
+            if gpa + PAGE_SIZE <= td_memory {
                 accepted_bytes = accepted_bytes.max(gpa + PAGE_SIZE);
             }
         });
         let mrtd = mrtd.finish();
 
-        let mut config = TdConfig::new(TD_MEMORY_BYTES);
+        let mut config = TdConfig::new(td_memory);
         config.num_vcpus = NUM_VCPUS;
         config.num_l2_vms = 1;
         config.gpaw = 48;
@@ -201,7 +216,7 @@ mod bare {
         // measured but not mapped: L1 starts at the jump's target instead.
         let mut write_failed = false;
         td.for_each_page(NUM_VCPUS, |gpa, page, _| {
-            if gpa + PAGE_SIZE <= TD_MEMORY_BYTES && model.write_memory(gpa, &page[..]).is_err() {
+            if gpa + PAGE_SIZE <= td_memory && model.write_memory(gpa, &page[..]).is_err() {
                 write_failed = true;
             }
         });
@@ -219,7 +234,7 @@ mod bare {
         });
         emu_println!(
             "TD: {} MiB private memory at host {:#x}, IGVM {} KiB: {} pages added ({} measured, {} KiB accepted), paravisor entry {:#x} (reset-page jmp), L2 entry {:#x}, L2 image end {:#x}, heap used {} KiB",
-            TD_MEMORY_BYTES / MIB,
+            td_memory / MIB,
             model.memory().backing_address(),
             image.len() / 1024,
             pages,

@@ -50,6 +50,7 @@ pub struct Memory {
     large: Vec<bool>,
     gpaw: u8,
     generation: u64,
+    state_generation: u64,
 }
 
 impl Memory {
@@ -78,6 +79,7 @@ impl Memory {
             large,
             gpaw,
             generation: 0,
+            state_generation: 0,
         }
     }
 
@@ -91,6 +93,12 @@ impl Memory {
     /// that mirror attributes in page tables (NPT) know when to rebuild.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Counter bumped only by page-state changes (accept, conversions), for
+    /// mirrors of L1's view that do not depend on L2 attributes.
+    pub fn state_generation(&self) -> u64 {
+        self.state_generation
     }
 
     /// Bytes of private memory.
@@ -176,6 +184,7 @@ impl Memory {
     /// Accepts and zero-fills the pages of `[gpa, gpa+len)`.
     pub fn accept(&mut self, gpa: u64, len: u64) {
         self.generation += 1;
+        self.state_generation += 1;
         for p in gpa / PAGE_SIZE..(gpa + len) / PAGE_SIZE {
             self.pages[p as usize].state = PageState::Accepted;
         }
@@ -186,6 +195,7 @@ impl Memory {
     /// private page also removes its L2 aliases.
     pub fn set_state(&mut self, gpa: u64, len: u64, state: PageState) {
         self.generation += 1;
+        self.state_generation += 1;
         let last = ((gpa + len) / PAGE_SIZE).min(self.pages.len() as u64);
         for p in gpa / PAGE_SIZE..last {
             let page = &mut self.pages[p as usize];

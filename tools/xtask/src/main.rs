@@ -20,6 +20,7 @@
 
 mod attest;
 mod fuzz;
+mod linux;
 mod run;
 
 use std::path::{Path, PathBuf};

@@ -41,6 +41,13 @@ pub struct RunArgs {
     /// Initrd placed in the image (measured into RTMR1 by the paravisor).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
+    /// Boot Linux as L2: Debian's cloud kernel and a busybox initramfs unless
+    /// `--kernel` / `--initrd` say otherwise (docs/linux.md).
+    #[arg(long)]
+    pub linux: bool,
+    /// A Linux kernel for L2 (bzImage or vmlinux); implies `--linux`.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -52,6 +59,8 @@ impl RunArgs {
             paravisor: None,
             cmdline: None,
             initrd: None,
+            linux: false,
+            kernel: None,
         }
     }
 }
@@ -237,6 +246,9 @@ pub fn run_counting(
     require_checks: bool,
     report: &mut Report,
 ) -> Result<(), Failure> {
+    if args.linux || args.kernel.is_some() {
+        return crate::linux::run(args, report);
+    }
     let root = workspace_root();
     let mut packages = vec![];
     if args.paravisor.is_none() {

@@ -1,12 +1,13 @@
 //! Everything that only exists on bare metal. `unsafe` is confined to
 //! [`entry`] (the 32-bit entry), [`idt`] (IDT fill and LIDT), [`heap`]
-//! (allocator init) and [`phys`] (raw memory by GPA, `.bss` zeroing, RDMSR
-//! of the shared syscall MSRs).
+//! (allocator init), [`phys`] (raw memory by GPA, `.bss` zeroing, RDMSR
+//! of the shared syscall MSRs) and [`linux`] (RDTSC).
 
 mod console;
 mod entry;
 mod heap;
 mod idt;
+mod linux;
 mod panic;
 mod phys;
 
@@ -56,6 +57,8 @@ fn main(gpaw: u64) -> ! {
     );
 
     let mut platform = phys::TdPlatform::new(&pages, BOOT_INFO_GPA);
+    // BootInfo flag LINUX: boot an unmodified kernel instead (docs/linux.md).
+    linux::maybe_boot(&mut platform, &image, pages);
     let booted = boot::identify(&mut platform, &image, pages).and_then(|(info, layout)| {
         platform.allow(layout.base, layout.end());
         boot::prepare_l2(&mut platform, info, layout, &image, pages)
