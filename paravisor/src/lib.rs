@@ -15,6 +15,8 @@
 //!   `PROTECT_MEMORY`, `LOAD_KDATA`, `SIGNAL_END_OF_BOOT`) and enforces them.
 //! * [`measure`] extends RTMRs, keeps the CCEL event log and serves TDREPORTs
 //!   to L2 (measured boot and code admissions).
+//! * [`tee`] serves the OP-TEE message call 0x1FFF0 with `lvbs_tee` and its
+//!   trusted applications, behind the HEKI service.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -36,6 +38,7 @@ pub mod msr_bitmap;
 pub mod pinning;
 pub mod setup;
 pub mod stats;
+pub mod tee;
 pub mod vcpu;
 
 pub use field::FieldAccessError;

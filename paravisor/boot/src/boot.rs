@@ -4,11 +4,13 @@
 
 use core::fmt;
 
+use alloc::boxed::Box;
 use alloc::vec;
 
 use ept::{Authority, Ept, GpaRange, PageState, Policy, SealedKind};
 use paravisor::heki::{HekiConfig, HekiService};
 use paravisor::measure::{AttestHypercalls, MeasureError, SharedMeasurements};
+use paravisor::tee::{Entropy, EntropyError, HwRng, TeeConfig, TeeService};
 use paravisor::{setup_l2_vm, MemoryError, Platform, SetupError, StopReason, Vcpu};
 use tdcall::field::td;
 use tdcall::leaves::{TdInfo, VmRd, VpInfo, VpVmcall};
@@ -256,8 +258,72 @@ pub fn prepare_l2<P: Platform>(
 }
 
 /// The HEKI service of the probe build (`paravisor::heki`), serving the boot
-/// calls, then the attestation calls (`paravisor::measure`), then the probe echo.
-pub type Service = HekiService<AttestHypercalls<ProbeHypercalls>>;
+/// calls, then the TEE (`paravisor::tee`, call 0x1FFF0), then the attestation
+/// calls (`paravisor::measure`), then the probe echo.
+pub type Service = HekiService<TeeService<TeeRng, AttestHypercalls<ProbeHypercalls>>>;
+
+/// The TEE's RNG: RDRAND/RDSEED through the [`Entropy`] the binary supplies.
+pub type TeeRng = HwRng<Box<dyn Entropy>>;
+
+/// Why the TEE did not start (0x1FFF0 then answers `-EOPNOTSUPP`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeStartError {
+    /// The entropy source failed its start-up check.
+    Entropy(EntropyError),
+    /// TDG.MR.REPORT failed.
+    Report(MeasureError),
+}
+
+impl fmt::Display for TeeStartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TeeStartError::Entropy(e) => write!(f, "{e}"),
+            TeeStartError::Report(e) => write!(f, "TDG.MR.REPORT: {e}"),
+        }
+    }
+}
+
+/// REPORTDATA of the TDREPORT the TEE takes its measurement from.
+pub const TEE_REPORTDATA: [u8; 64] =
+    *b"lvbs-tee: sealing measurement (MRTD, RTMR0, RTMR1) at TEE start.";
+
+/// Starts the TEE behind the HEKI service, after the measured boot and
+/// before L2 runs: RNG from `entropy`, measurement from a TDREPORT
+/// (`paravisor::tee::measurement`: MRTD, RTMR0, RTMR1), sealing root derived
+/// from it and the deployer `secret` (empty: none). Returns the measurement.
+pub fn start_tee<P: Platform>(
+    p: &mut P,
+    booted: &mut Booted,
+    entropy: Box<dyn Entropy>,
+    secret: &[u8],
+) -> Result<[u8; 48], TeeStartError> {
+    let rng = HwRng::new(entropy).map_err(TeeStartError::Entropy)?;
+    let report = booted
+        .measurements
+        .borrow_mut()
+        .report(p, &TEE_REPORTDATA)
+        .map_err(TeeStartError::Report)?;
+    let m = booted.heki.next.start(&report, rng, secret);
+    let hex = |b: &[u8]| {
+        b.iter().fold(alloc::string::String::new(), |s, x| {
+            s + &alloc::format!("{x:02x}")
+        })
+    };
+    let [mrtd, rtmr0, rtmr1] = paravisor::tee::report_fields(&report);
+    log::info!(
+        "TEE: 4 trusted applications on call 0x1FFF0; sealing measurement {} = SHA-384(MRTD {}…, RTMR0 {}…, RTMR1 {}…), {}",
+        hex(&m),
+        hex(&mrtd[..8]),
+        hex(&rtmr0[..8]),
+        hex(&rtmr1[..8]),
+        if secret.is_empty() {
+            "no deployer secret (sealing keys are computable from public data)"
+        } else {
+            "with the deployer secret"
+        }
+    );
+    Ok(m)
+}
 
 /// The HEKI service for L2 VM #1: guest memory is the L2 region; the
 /// paravisor's image (text, data, stack, heap, vAPIC page, ENTER buffer) and
@@ -295,7 +361,8 @@ pub fn heki_service<P: Platform>(
     let config = HekiConfig::new(vm, (layout.base, layout.end()), private);
     let probe = ProbeHypercalls::new([pages.vapic_gpa, pages.guest_state_gpa, l1.start]);
     let probe = measured::attest_service(measurements, layout, attest_private, probe);
-    Ok(HekiService::new(config, ept).with_next(probe))
+    let tee = TeeService::new(TeeConfig::from_heki(&config), probe);
+    Ok(HekiService::new(config, ept).with_next(tee))
 }
 
 /// Runs L2 with the HEKI service (register pins, page states, boot calls) and
@@ -326,14 +393,21 @@ pub fn run<P: Platform>(p: &mut P, booted: &mut Booted) -> (StopReason, ProbeHyp
         if handlers.pins().is_some() { "" } else { "not " },
         if handlers.boot_ended() { "ended" } else { "not ended" }
     );
-    let a = &handlers.next;
+    let t = &handlers.next.stats;
+    log::info!(
+        "TEE: {} call(s), {} with an error status, {} ATTR.RD buffer checks",
+        t.calls,
+        t.errors,
+        t.attr_reads
+    );
+    let a = &handlers.next.next;
     log::info!(
         "attestation: {} report(s), {} refused call(s), {} RTMR extend(s)",
         a.reports,
         a.refused,
         a.measurements.borrow().extends
     );
-    (stop, handlers.next.next)
+    (stop, handlers.next.next.next)
 }
 
 /// Logs the exit counters of `vcpu`.

@@ -351,3 +351,83 @@ fn serves_the_heki_boot_calls() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0].vector, events[0].error_code), (13, Some(0)));
 }
+
+/// A deterministic stand-in for RDRAND/RDSEED.
+struct CountingEntropy(u64);
+
+impl paravisor::tee::Entropy for CountingEntropy {
+    fn rdrand64(&mut self) -> Option<u64> {
+        self.0 = self.0.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(1);
+        Some(self.0)
+    }
+    fn rdseed64(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+#[test]
+fn serves_the_tee_between_heki_and_the_echo() {
+    use lvbs_tee::msg::{smc, SmcArgs, SMC_ARGS_SIZE};
+    let info = bootinfo();
+    let page = L2_BASE + 0x1E_0000;
+    let call = |id: u64, a1: u64| {
+        [
+            L2Action::SetGpr { gpr: 7, value: id },
+            L2Action::SetGpr { gpr: 6, value: a1 },
+            L2Action::Vmcall,
+        ]
+    };
+    let mut script = Vec::new();
+    script.extend(call(paravisor::tee::OPTEE_CALL_ID, page >> 12));
+    script.extend(call(PROBE_ECHO_ID, 7));
+    script.extend(call(paravisor::tee::OPTEE_CALL_ID, L1.start >> 12));
+    script.push(L2Action::Hlt);
+    let mrtd = [0x42; 48];
+    let mut c = TdConfig::new(64 * MIB);
+    c.accepted_bytes = IMAGE_END;
+    c.mrtd = mrtd;
+    let mut engine = ScriptedEngine::new(L2_BASE);
+    engine.extend(script.iter().copied());
+    let mut td = Td(TdxModel::new(c, ScriptedHost::default(), engine));
+    td.0.write_memory(BOOT_INFO_GPA, &info.to_bytes()).unwrap();
+    let mut booted = boot::boot(&mut td, &L1, PAGES).expect("boot");
+    let mut args = [0u64; 9];
+    args[0] = smc::FAST_CALLS_UID;
+    td.0.write_memory(page, &SmcArgs(args).to_bytes()).unwrap();
+    let got = boot::start_tee(&mut td, &mut booted, Box::new(CountingEntropy(1)), &[]).unwrap();
+    // The measurement binds MRTD and the boot measurements (RTMR0, RTMR1).
+    let report = booted
+        .measurements
+        .borrow_mut()
+        .report(&mut td, &[0; 64])
+        .unwrap();
+    let [r_mrtd, rtmr0, rtmr1] = paravisor::tee::report_fields(&report);
+    assert_eq!(r_mrtd, mrtd);
+    assert_ne!(rtmr0, [0; 48], "BootInfo and policy measured");
+    assert_ne!(rtmr1, [0; 48], "the L2 image measured");
+    assert_eq!(got, paravisor::tee::measurement(&mrtd, &rtmr0, &rtmr1));
+
+    let mut r8 = Vec::new();
+    let stop = loop {
+        match booted.vcpu.enter(&mut td).and_then(|res| {
+            booted
+                .vcpu
+                .handle(&mut td, &mut booted.heki, &res)
+                .map(|_| res)
+        }) {
+            Ok(res) if res.exit.exit_reason().basic() == 18 => {
+                r8.push(booted.vcpu.state.gprs[gpr::R8])
+            }
+            Ok(_) => {}
+            Err(stop) => break stop,
+        }
+    };
+    assert_eq!(stop, StopReason::Halted);
+    assert_eq!(r8, [0, 7 ^ PROBE_ECHO_XOR, -14i64 as u64]);
+    let mut reply = [0u8; SMC_ARGS_SIZE];
+    td.0.read_memory(page, &mut reply).unwrap();
+    let words = SmcArgs::from_bytes(&reply).0;
+    assert_eq!(words[..4], smc::API_UID.map(u64::from), "OP-TEE API UID");
+    assert_eq!(booted.heki.next.stats.calls, 2);
+    assert_eq!(booted.heki.next.next.next.echoes, 1);
+}

@@ -37,4 +37,6 @@ mod msr;
 #[cfg(test)]
 mod setup;
 #[cfg(test)]
+mod tee;
+#[cfg(test)]
 mod vmcall;

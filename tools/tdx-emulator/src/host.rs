@@ -1,14 +1,90 @@
 //! `QemuHost`: the untrusted host VMM, backed by the QEMU machine's real
 //! devices. TDG.VP.VMCALLs reach the UART, the debug-exit port and device
-//! MMIO; a debug-exit write prints the statistics first.
+//! MMIO; a debug-exit write prints the statistics first, and a write to the
+//! statistics-mark port ([`STATS_MARK_PORT`]) measures an interval.
 
 use crate::arch;
 use crate::emu_println;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use lvbs_loader::layout::{DEBUG_EXIT_PORT, EXIT_FATAL, SHARED_BIT};
+use spin::Mutex;
 use tdcall::vmcall::{TdVmcall, VmcallOutput, VmcallStatus};
 use tdcall::{L2ExitInfo, L2Vm};
 use tdx_model::host::{HostDecision, HostVmm};
+
+/// Statistics-mark port (never forwarded to a device): a 32-bit write of 0
+/// starts an interval; a write of `n > 0` ends it and prints what the
+/// interval cost divided by `n` (`emu: mark: …`), so a guest can time `n`
+/// repetitions of one operation (docs/emulator.md).
+pub const STATS_MARK_PORT: u16 = 0xF8;
+
+/// Counters at the start of a marked interval.
+struct Mark {
+    ns: u64,
+    tdcalls: BTreeMap<u16, u64>,
+    l2_to_l1: u64,
+    l2_in_engine: u64,
+    l2_svm: u64,
+    l1_svm: u64,
+}
+
+static MARK: Mutex<Option<Mark>> = Mutex::new(None);
+
+fn snapshot() -> Mark {
+    let ns = crate::hpet::now_ns();
+    crate::stats::with(|s| Mark {
+        ns,
+        tdcalls: s.tdcalls.clone(),
+        l2_to_l1: s.l2_to_l1,
+        l2_in_engine: s.l2_in_engine,
+        l2_svm: s.l2_svm_exits.values().sum(),
+        l1_svm: s.l1_svm_exits.values().sum(),
+    })
+}
+
+/// `x / n` with two decimals.
+struct Per(u64, u64);
+
+impl core::fmt::Display for Per {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let hundredths = self.0 * 100 / self.1.max(1);
+        write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
+    }
+}
+
+fn stats_mark(n: u32) {
+    let now = snapshot();
+    if n == 0 {
+        *MARK.lock() = Some(now);
+        return;
+    }
+    let Some(start) = MARK.lock().take() else {
+        emu_println!("mark: end of an interval that never started");
+        return;
+    };
+    let n = u64::from(n);
+    let mut leaves = String::new();
+    for (leaf, count) in &now.tdcalls {
+        let d = count - start.tdcalls.get(leaf).copied().unwrap_or(0);
+        if d > 0 {
+            leaves += &alloc::format!(" leaf {leaf}: {}", Per(d, n));
+        }
+    }
+    let tdcalls: u64 = now.tdcalls.values().sum::<u64>() - start.tdcalls.values().sum::<u64>();
+    let (l2, l1) = (now.l2_svm - start.l2_svm, now.l1_svm - start.l1_svm);
+    emu_println!(
+        "mark: {n} iterations, per iteration: {} us, {} emulator exits ({} L2 + {} L1 #VMEXITs), {} L2 exits to L1, {} L2 exits completed in TDG.VP.ENTER, {} TDCALLs ({})",
+        Per((now.ns - start.ns) / 1000, n),
+        Per(l2 + l1, n),
+        Per(l2, n),
+        Per(l1, n),
+        Per(now.l2_to_l1 - start.l2_to_l1, n),
+        Per(now.l2_in_engine - start.l2_in_engine, n),
+        Per(tdcalls, n),
+        leaves.trim_start()
+    );
+}
 
 /// The host VMM of the emulated TD.
 #[derive(Default)]
@@ -23,6 +99,10 @@ impl HostVmm for QemuHost {
                 if port == DEBUG_EXIT_PORT {
                     emu_println!("debug-exit write {value:#x}: the TD ends the run");
                     crate::finish(value);
+                }
+                if port == STATS_MARK_PORT {
+                    stats_mark(value);
+                    return VmcallOutput::status(VmcallStatus::SUCCESS);
                 }
                 arch::port_out(port, size as u8, value);
                 VmcallOutput::status(VmcallStatus::SUCCESS)

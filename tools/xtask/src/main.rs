@@ -11,6 +11,9 @@
 //! - `cargo xtask attacks`: `emulator-test` that also counts the probe's
 //!   `attack … BLOCKED/ALLOWED` lines, prints `attacks: N blocked, M allowed`
 //!   and fails on any ALLOWED or fewer than 20 attacks (`test` runs this).
+//! - `cargo xtask tee`: the TEE client guest as L2, twice (the second image
+//!   carries the first run's sealed key), counting `tee: check` lines (see
+//!   [`tee`]; `test` runs this after `attacks`).
 //! - `cargo xtask fuzz [--smoke] [--seconds N] [--target NAME]`: every
 //!   cargo-fuzz target for N seconds (`--smoke`: 60), installing cargo-fuzz
 //!   if needed (see [`fuzz`]; not part of `test`).
@@ -22,6 +25,7 @@ mod attest;
 mod fuzz;
 mod linux;
 mod run;
+mod tee;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -49,6 +53,8 @@ const BARE_METAL_BINS: &[&str] = &[
     "tdx-emulator",
     "paravisor-boot",
     "lvbs-probe",
+    "lvbs-guest-rt",
+    "lvbs-tee-guest",
     "lvbs-attest-guest",
 ];
 
@@ -80,6 +86,12 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// The TEE client scenarios in the emulator: prints `tee: N passed, M failed`.
+    Tee {
+        /// Seconds before QEMU is killed (per run).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Run the cargo-fuzz targets (heki-tdx, tee) for N seconds each; fails on any crash.
     Fuzz(fuzz::FuzzArgs),
     /// Attestation demo: boot the attest guest, get a TDREPORT for a fresh
@@ -106,6 +118,7 @@ fn main() -> ExitCode {
         Task::Run(args) => report(run::run(&args, false)),
         Task::EmulatorTest { timeout } => report(run::emulator_test(timeout)),
         Task::Attacks { timeout } => report(run::attacks(timeout)),
+        Task::Tee { timeout } => report(tee::tee(timeout)),
         Task::Fuzz(args) => report(fuzz::fuzz(&args)),
         Task::Attest(args) => report(attest::attest(&args)),
     }
@@ -181,10 +194,10 @@ fn test() -> Result<(), Failure> {
             return Err(Failure(format!("{label} exited with {status}")));
         }
     }
-    let label = format!("[{total}/{total}] xtask emulator-test + attacks");
+    let label = format!("[{total}/{total}] xtask emulator-test + attacks + tee");
     eprintln!("xtask: {label}");
     let start = Instant::now();
-    let result = run::emulator_test_in_suite(60);
+    let result = run::emulator_test_in_suite(60).and_then(|()| tee::tee_in_suite(120));
     eprintln!("xtask: {label} took {:.1}s", start.elapsed().as_secs_f64());
     result
 }

@@ -109,7 +109,7 @@ fn qemu_version() -> Option<String> {
 }
 
 /// Finds QEMU; as root, installs it with [`INSTALL_SCRIPT`] when missing.
-fn ensure_qemu() -> Result<(), Failure> {
+pub fn ensure_qemu() -> Result<(), Failure> {
     if qemu_version().is_some() {
         return Ok(());
     }
@@ -246,6 +246,16 @@ pub fn run_counting(
     require_checks: bool,
     report: &mut Report,
 ) -> Result<(), Failure> {
+    run_with(args, require_checks, report, &mut |_| {})
+}
+
+/// [`run_counting`] that also hands every console line to `on_line`.
+pub fn run_with(
+    args: &RunArgs,
+    require_checks: bool,
+    report: &mut Report,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), Failure> {
     if args.linux || args.kernel.is_some() {
         return crate::linux::run(args, report);
     }
@@ -284,7 +294,7 @@ pub fn run_counting(
         paravisor_path.display(),
         guest_path.display(),
     );
-    let out = boot_image(&image, &image_path, args.timeout, None, report, &mut |_| {})?;
+    let out = boot_image(&image, &image_path, args.timeout, None, report, on_line)?;
     eprintln!(
         "xtask: {} console lines, MRTD {}",
         out.lines.len(),

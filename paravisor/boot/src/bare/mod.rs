@@ -1,7 +1,8 @@
 //! Everything that only exists on bare metal. `unsafe` is confined to
 //! [`entry`] (the 32-bit entry), [`idt`] (IDT fill and LIDT), [`heap`]
 //! (allocator init), [`phys`] (raw memory by GPA, `.bss` zeroing, RDMSR
-//! of the shared syscall MSRs) and [`linux`] (RDTSC).
+//! of the shared syscall MSRs), [`rng`] (RDRAND/RDSEED for the TEE) and
+//! [`linux`] (RDTSC, XSETBV).
 
 mod console;
 mod entry;
@@ -10,6 +11,7 @@ mod idt;
 mod linux;
 mod panic;
 mod phys;
+mod rng;
 
 use core::fmt::Write;
 
@@ -76,6 +78,19 @@ fn main(gpaw: u64) -> ! {
             console::fatal(console::FATAL_BOOT, msg.as_bytes());
         }
     };
+
+    let entropy = rng::CpuEntropy::detect();
+    let (rdrand, rdseed) = entropy.available();
+    log::info!("CPU entropy: RDRAND {rdrand}, RDSEED {rdseed}");
+    let secret = rng::deployer_secret();
+    if let Err(e) = boot::start_tee(
+        &mut platform,
+        &mut booted,
+        alloc::boxed::Box::new(entropy),
+        &secret,
+    ) {
+        log::error!("TEE not started ({e}): call 0x1FFF0 answers -EOPNOTSUPP");
+    }
 
     log::info!(
         "stack used so far: {} of {} KiB",
