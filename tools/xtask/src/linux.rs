@@ -38,11 +38,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200
 pub const USERSPACE_MARKER: &str = "lvbs-tdx: Linux userspace is up";
 
 fn cache_dir() -> PathBuf {
-    let root = workspace_root();
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { root.join(p) })
-        .unwrap_or_else(|| root.join("target"))
+    crate::run::target_dir(&workspace_root())
         .join("lvbs-tdx")
         .join("linux")
 }
@@ -416,36 +412,7 @@ fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<(),
                 .join("tdx-emulator")
         })
         .unwrap_or_else(|| root.join("target/x86_64-unknown-none/release/tdx-emulator"));
-    let qemu_args: Vec<String> = [
-        "-machine",
-        "q35",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max,phys-bits=48",
-        "-m",
-        "1G",
-        "-nographic",
-        "-no-reboot",
-        "-nodefaults",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-        "-display",
-        "none",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "-kernel".to_string(),
-        emulator.display().to_string(),
-        "-initrd".to_string(),
-        image.display().to_string(),
-    ])
-    .collect();
+    let qemu_args = crate::run::qemu_base_args(&emulator, image);
     eprintln!(
         "xtask: qemu-system-x86_64 {} (timeout {timeout} s, {})",
         qemu_args.join(" "),

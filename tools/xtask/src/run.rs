@@ -134,7 +134,47 @@ pub fn ensure_qemu() -> Result<(), Failure> {
     Ok(())
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+/// QEMU's command line for booting `emulator` with `image` as its initrd:
+/// q35 under TCG, one COM1 on stdio, the debug-exit device; callers append
+/// extra devices.
+pub(crate) fn qemu_base_args(emulator: &Path, image: &Path) -> Vec<String> {
+    [
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        // TCG's default MAXPHYADDR is 40, below a TD's GPAW of 48: L1 and L2
+        // could not even put the shared bit (47) in a page-table entry (a
+        // reserved-bit #PF instead of what a TD gets).
+        "max,phys-bits=48",
+        "-m",
+        "1G",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-display",
+        "none",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-kernel",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        emulator.display().to_string(),
+        "-initrd".to_string(),
+        image.display().to_string(),
+    ])
+    .collect()
+}
+
+/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| if p.is_absolute() { p } else { root.join(p) })
@@ -408,40 +448,10 @@ pub fn boot_image(
         }
         com2 = vec!["-serial".to_string(), format!("pipe:{}", fifo.display())];
     }
-    let qemu_args: Vec<String> = [
-        "-machine",
-        "q35",
-        "-accel",
-        "tcg",
-        "-cpu",
-        // TCG's default MAXPHYADDR is 40, below a TD's GPAW of 48: L1 and L2
-        // could not even put the shared bit (47) in a page-table entry (a
-        // reserved-bit #PF instead of what a TD gets).
-        "max,phys-bits=48",
-        "-m",
-        "1G",
-        "-nographic",
-        "-no-reboot",
-        "-nodefaults",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-        "-display",
-        "none",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-        "-kernel",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        emulator.display().to_string(),
-        "-initrd".to_string(),
-        image_path.display().to_string(),
-    ])
-    .chain(com2)
-    .collect();
+    let qemu_args: Vec<String> = qemu_base_args(&emulator, image_path)
+        .into_iter()
+        .chain(com2)
+        .collect();
     eprintln!(
         "xtask: {qemu}: {QEMU} {} (timeout {timeout} s)",
         qemu_args.join(" "),
