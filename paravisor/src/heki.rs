@@ -463,6 +463,25 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
         }
     }
 
+    /// Replaces the CPUID policy.
+    pub fn with_cpuid_policy<T>(self, cpuid: T) -> HekiService<Next, Cr, Ms, T> {
+        HekiService {
+            config: self.config,
+            ept: self.ept,
+            cr: self.cr,
+            msr: self.msr,
+            cpuid,
+            next: self.next,
+            pins: self.pins,
+            ended: self.ended,
+            kdata: self.kdata,
+            rt: self.rt,
+            stats: self.stats,
+            pending_interrupts: self.pending_interrupts,
+            measurements: self.measurements,
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &HekiConfig {
         &self.config

@@ -24,8 +24,9 @@
 use alloc::vec::Vec;
 
 use crate::handlers::{
-    AllowCrWrites, CpuidPolicy, CpuidResult, CrPolicy, EnosysHypercalls, ExitHandlers,
-    HypercallHandler, MsrPolicy, MsrTable, PortAccess, XsetbvOutcome, CPUID_HYPERVISOR_BASE,
+    AllowCrWrites, CpuidPolicy, CpuidResult, CrPolicy, DefaultHandlers, EnosysHypercalls,
+    ExitHandlers, Handlers, HypercallHandler, MsrPolicy, MsrTable, PortAccess, XsetbvOutcome,
+    CPUID_HYPERVISOR_BASE,
 };
 use crate::memory::Platform;
 
@@ -430,18 +431,20 @@ impl LinuxStats {
     pub const MAX_PORTS: usize = 32;
 }
 
-/// The exit handlers of a Linux L2: the CPUID policy, the MSR table, the
-/// port policy, all CR writes allowed, and a hypercall handler (`-ENOSYS`
-/// by default; the HEKI service later).
-pub struct LinuxHandlers<Hc = EnosysHypercalls> {
-    /// VMCALL handler.
-    pub hypercalls: Hc,
-    /// CR policy.
-    pub cr: AllowCrWrites,
-    /// MSR table.
-    pub msr: MsrTable,
-    /// CPUID policy.
-    pub cpuid: LinuxCpuid,
+/// The exit handlers a Linux L2 gets without the HEKI service: `-ENOSYS`
+/// for every VMCALL, all CR writes allowed, the Linux MSR table and CPUID
+/// policy.
+pub type PlainLinuxHandlers = Handlers<EnosysHypercalls, AllowCrWrites, MsrTable, LinuxCpuid>;
+
+/// The exit handlers of a Linux L2: the port policy, XSETBV and the COM1
+/// shortcut here, and VMCALL, CR, MSR and CPUID from `inner` — the HEKI
+/// service in the paravisor (whose base MSR and CPUID policies are
+/// [`msr_table`] and [`LinuxCpuid`]), [`PlainLinuxHandlers`] in tests.
+pub struct LinuxHandlers<H = PlainLinuxHandlers> {
+    /// VMCALL, CR, MSR and CPUID handling.
+    pub inner: H,
+    /// The TD's XFAM: the XCR0 bits L2 may set.
+    pub xfam: u64,
     /// Counters.
     pub stats: LinuxStats,
     /// Ports answered as absent (for the log).
@@ -491,17 +494,26 @@ impl UartShortcut {
     }
 }
 
-impl LinuxHandlers<EnosysHypercalls> {
-    /// The handlers for a TD whose TSC runs at `tsc_frequency_25mhz` × 25 MHz.
+impl LinuxHandlers<PlainLinuxHandlers> {
+    /// The handlers for a TD whose TSC runs at `tsc_frequency_25mhz` × 25 MHz,
+    /// without the HEKI service.
     pub fn new(tsc_frequency_25mhz: u32, xfam: u64) -> Self {
-        LinuxHandlers {
-            hypercalls: EnosysHypercalls,
-            cr: AllowCrWrites,
-            msr: msr_table(),
-            cpuid: LinuxCpuid {
+        let inner = DefaultHandlers::default()
+            .with_msr_policy(msr_table())
+            .with_cpuid_policy(LinuxCpuid {
                 tsc_frequency_25mhz,
                 xfam,
-            },
+            });
+        LinuxHandlers::with_inner(inner, xfam)
+    }
+}
+
+impl<H> LinuxHandlers<H> {
+    /// The Linux port, XSETBV and UART handling around `inner`.
+    pub fn with_inner(inner: H, xfam: u64) -> Self {
+        LinuxHandlers {
+            inner,
+            xfam,
             stats: LinuxStats::default(),
             absent_ports: Vec::new(),
             xsetbv: None,
@@ -511,20 +523,22 @@ impl LinuxHandlers<EnosysHypercalls> {
     }
 }
 
-impl<Hc: HypercallHandler> ExitHandlers for LinuxHandlers<Hc> {
+impl<H: ExitHandlers> ExitHandlers for LinuxHandlers<H> {
     fn hypercalls(&mut self) -> &mut dyn HypercallHandler {
-        &mut self.hypercalls
+        self.inner.hypercalls()
     }
     fn cr_policy(&mut self) -> &mut dyn CrPolicy {
-        &mut self.cr
+        self.inner.cr_policy()
     }
     fn msr_policy(&mut self) -> &mut dyn MsrPolicy {
-        &mut self.msr
+        self.inner.msr_policy()
     }
     fn cpuid_policy(&mut self) -> &mut dyn CpuidPolicy {
-        &mut self.cpuid
+        self.inner.cpuid_policy()
     }
-    fn pending_interrupt(&mut self, _platform: &mut dyn Platform) {}
+    fn pending_interrupt(&mut self, platform: &mut dyn Platform) {
+        self.inner.pending_interrupt(platform)
+    }
     fn port_access(&mut self, port: u16, is_in: bool) -> PortAccess {
         if port_forwarded(port) {
             return self.uart.access(port, is_in);
@@ -540,7 +554,7 @@ impl<Hc: HypercallHandler> ExitHandlers for LinuxHandlers<Hc> {
         let Some(native) = self.xsetbv else {
             return XsetbvOutcome::Fault;
         };
-        if xcr != 0 || !crate::handlers::xcr0_valid(value, self.cpuid.xfam) {
+        if xcr != 0 || !crate::handlers::xcr0_valid(value, self.xfam) {
             return XsetbvOutcome::Fault;
         }
         native(xcr, value);

@@ -297,13 +297,30 @@ pub fn start_tee<P: Platform>(
     entropy: Box<dyn Entropy>,
     secret: &[u8],
 ) -> Result<[u8; 48], TeeStartError> {
+    start_tee_service(
+        p,
+        &booted.measurements,
+        &mut booted.heki.next,
+        entropy,
+        secret,
+    )
+}
+
+/// Starts `tee` (see [`start_tee`]) with a TDREPORT taken through
+/// `measurements`; the probe and the Linux boot share it.
+pub fn start_tee_service<P: Platform, N>(
+    p: &mut P,
+    measurements: &SharedMeasurements,
+    tee: &mut TeeService<TeeRng, N>,
+    entropy: Box<dyn Entropy>,
+    secret: &[u8],
+) -> Result<[u8; 48], TeeStartError> {
     let rng = HwRng::new(entropy).map_err(TeeStartError::Entropy)?;
-    let report = booted
-        .measurements
+    let report = measurements
         .borrow_mut()
         .report(p, &TEE_REPORTDATA)
         .map_err(TeeStartError::Report)?;
-    let m = booted.heki.next.start(&report, rng, secret);
+    let m = tee.start(&report, rng, secret);
     let hex = |b: &[u8]| {
         b.iter().fold(alloc::string::String::new(), |s, x| {
             s + &alloc::format!("{x:02x}")

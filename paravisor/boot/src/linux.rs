@@ -16,14 +16,23 @@
 //!    later);
 //! 5. sets the VM up in 64-bit mode at the kernel's ELF entry (`startup_64`)
 //!    with RSI = `boot_params`, interrupts off;
-//! 6. runs it with [`LinuxHandlers`] and the virtual x2APIC
-//!    ([`Vcpu::run_with_interrupts`]).
+//! 6. measures the BootInfo and policy (RTMR0) and the kernel, initrd and
+//!    command line (RTMR1) before L2 first runs, as the probe boot does
+//!    (`crate::measured`, docs/attestation.md);
+//! 7. runs it with [`LinuxHandlers`] around the HEKI service
+//!    ([`LinuxService`]: register pins, page states, modules, text patches;
+//!    then the TEE on 0x1FFF0 and the attestation calls) and the virtual
+//!    x2APIC ([`Vcpu::run_with_interrupts`]).
 
 use alloc::vec::Vec;
 use core::fmt;
 
+use ept::{Authority, Ept, GpaRange, PageState, Policy};
 use paravisor::apic::VirtualApic;
-use paravisor::linux::{self, E820Entry, LinuxHandlers, E820_RAM, E820_RESERVED};
+use paravisor::handlers::{AllowCrWrites, EnosysHypercalls, MsrTable};
+use paravisor::heki::{HekiConfig, HekiService};
+use paravisor::linux::{self, E820Entry, LinuxCpuid, LinuxHandlers, E820_RAM, E820_RESERVED};
+use paravisor::measure::{AttestHypercalls, BootRegions, SharedMeasurements};
 use paravisor::pinning::{
     MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
     MSR_SYSENTER_ESP,
@@ -31,6 +40,7 @@ use paravisor::pinning::{
 use paravisor::setup::{
     DescriptorTable, InitialState, L2VmConfig, MsrPassthrough, Segment, AR_TSS_BUSY,
 };
+use paravisor::tee::{TeeConfig, TeeService};
 use paravisor::{
     setup_l2_vm, Clock, Interrupts, L1Memory, MemoryError, Platform, StopReason, Vcpu,
 };
@@ -39,11 +49,12 @@ use tdcall::field::td;
 use tdcall::leaves::{TdInfo, VmRd, VpInfo};
 use tdcall::{L2Vm, TdxError};
 
-use crate::boot::{BootError, L1Pages};
+use crate::boot::{BootError, L1Pages, TeeRng};
 use crate::bootinfo::{
     self, BootInfo, BootInfoError, L1Image, BOOT_INFO_GPA, BOOT_INFO_SIZE, IDENTITY_MAP_LIMIT,
     LARGE_PAGE_SIZE, PAGE_SIZE,
 };
+use crate::measured;
 use crate::memory::{self, MemError, L2_FULL};
 
 /// Low RAM Linux gets (the real-mode trampoline must live below 1 MiB).
@@ -197,6 +208,8 @@ pub enum LinuxBootError {
     BootArea(MemoryError),
     /// The zero page could not be built.
     ZeroPage(linux::ZeroPageError),
+    /// The HEKI service's page states could not be set up (the error, logged).
+    Heki,
 }
 
 impl fmt::Display for LinuxBootError {
@@ -206,6 +219,7 @@ impl fmt::Display for LinuxBootError {
             LinuxBootError::TscFrequency(e) => write!(f, "TDG.VM.RD TSC_FREQUENCY/XFAM: {e}"),
             LinuxBootError::BootArea(e) => write!(f, "writing the boot area: {e}"),
             LinuxBootError::ZeroPage(e) => write!(f, "boot_params: {e:?}"),
+            LinuxBootError::Heki => write!(f, "setting up the HEKI page states failed"),
         }
     }
 }
@@ -424,8 +438,79 @@ pub struct LinuxBooted {
     pub vcpu: Vcpu,
     /// The virtual x2APIC and the interrupt state.
     pub irq: Interrupts,
-    /// The exit handlers.
-    pub handlers: LinuxHandlers,
+    /// The exit handlers: Linux's port and XSETBV handling around the HEKI
+    /// service.
+    pub handlers: LinuxHandlers<LinuxService>,
+    /// The RTMR event log (boot events, then admitted modules and patches).
+    pub measurements: SharedMeasurements,
+}
+
+/// The services a Linux L2 reaches with VMCALL, in order: HEKI (0x1FFE0..,
+/// with the Linux MSR table and CPUID policy as its base policies), the TEE
+/// (0x1FFF0), the attestation calls (0x5444_0001/2), then `-ENOSYS`.
+pub type LinuxService = HekiService<
+    TeeService<TeeRng, AttestHypercalls<EnosysHypercalls>>,
+    AllowCrWrites,
+    MsrTable,
+    LinuxCpuid,
+>;
+
+/// Largest module file (with its signature) `VALIDATE_MODULE` takes from a
+/// Linux guest, and the largest blob of a `heki_page` list. Module
+/// validation holds the file, its checked sections and two work buffers at
+/// once, which the 8 MiB L1 heap affords at this size.
+pub const LINUX_MAX_MODULE_BYTES: usize = 1 << 20;
+
+/// The paravisor's ranges inside the Linux TD's GPA space: the BootInfo page
+/// and everything between 1 MiB and the L2 region (L1's image, heap,
+/// stacks, vAPIC page and ENTER buffer live there; none of it is L2's).
+pub fn private_ranges(l: &LinuxLayout) -> Vec<(u64, u64)> {
+    alloc::vec![
+        (BOOT_INFO_GPA, BOOT_INFO_GPA + PAGE_SIZE),
+        (0x10_0000, l.l2_base),
+    ]
+}
+
+/// The HEKI configuration of a Linux L2: every GPA below the TD's end is
+/// L2's except [`private_ranges`]; modules up to
+/// [`LINUX_MAX_MODULE_BYTES`]; the rest as [`HekiConfig::new`] (unprotected
+/// memory loses supervisor execute at the end of boot).
+pub fn heki_config(l: &LinuxLayout) -> HekiConfig {
+    let mut c = HekiConfig::new(L2Vm::Vm1, (0, l.td_memory), private_ranges(l));
+    c.max_module_bytes = LINUX_MAX_MODULE_BYTES;
+    c.limits.max_blob_bytes = LINUX_MAX_MODULE_BYTES;
+    c
+}
+
+/// The HEKI service of a Linux L2 with the TEE and the attestation calls
+/// behind it. The private ranges have no L2 alias, so recording them in the
+/// [`Ept`] costs no TDCALL.
+pub fn linux_service<P: Platform>(
+    p: &mut P,
+    l: &LinuxLayout,
+    cpuid: LinuxCpuid,
+    measurements: &SharedMeasurements,
+) -> Result<LinuxService, ept::EptError> {
+    let config = heki_config(l);
+    let mut ept = Ept::new(L2Vm::Vm1, Policy::LVBS);
+    for &(start, end) in &config.private {
+        if let Some(range) = GpaRange::new(start, end) {
+            ept.transition(p, range, PageState::ParavisorPrivate, Authority::Paravisor)?;
+        }
+    }
+    let attest = AttestHypercalls::new(
+        measurements.clone(),
+        config.guest_memory,
+        config.private.clone(),
+        EnosysHypercalls,
+    );
+    let tee = TeeService::new(TeeConfig::from_heki(&config), attest);
+    let mut heki = HekiService::new(config, ept)
+        .with_msr_policy(linux::msr_table())
+        .with_cpuid_policy(cpuid)
+        .with_next(tee);
+    heki.measurements = Some(measurements.clone());
+    Ok(heki)
 }
 
 /// Steps 2–5 of the module docs.
@@ -466,12 +551,33 @@ pub fn prepare<P: Platform>(
         setup_l2_vm(p, &config).map_err(|e| LinuxBootError::Boot(BootError::Setup(e)))?;
     vcpu.state.gprs[tdcall::enter::gpr::RSI] = ZERO_PAGE;
     let irq = Interrupts::new(VirtualApic::new(0, tsc_25mhz.max(1) as u64));
+    let measurements = measured::measurements(pages.measure_gpa)
+        .map_err(|e| LinuxBootError::Boot(BootError::Measure(e)))?;
+    let cpuid = LinuxCpuid {
+        tsc_frequency_25mhz: tsc_25mhz,
+        xfam,
+    };
+    let heki = linux_service(p, &layout, cpuid, &measurements).map_err(|e| {
+        log::error!("HEKI page states: {e:?}");
+        LinuxBootError::Heki
+    })?;
+    let regions = BootRegions {
+        kernel: (layout.l2_base, layout.image_end - layout.l2_base),
+        initrd: layout.initrd,
+        cmdline: layout.cmdline,
+    };
+    let n = measured::measure_regions(p, &regions, heki.config(), &measurements)
+        .map_err(|e| LinuxBootError::Boot(BootError::Measure(e)))?;
+    log::info!(
+        "measured boot: {n} events in RTMR0/RTMR1; HEKI on VMCALL 0x1FFE0.., TEE 0x1FFF0, attestation 0x5444_0001"
+    );
     Ok(LinuxBooted {
         info,
         layout,
         vcpu,
         irq,
-        handlers: LinuxHandlers::new(tsc_25mhz, xfam),
+        handlers: LinuxHandlers::with_inner(heki, xfam),
+        measurements,
     })
 }
 
@@ -505,6 +611,26 @@ pub fn run<P: Platform + Clock>(p: &mut P, b: &mut LinuxBooted) -> StopReason {
         "ports with no device: {} accesses, ports {:x?}",
         b.handlers.stats.absent_port_accesses,
         b.handlers.absent_ports
+    );
+    let heki = &b.handlers.inner;
+    let h = &heki.stats;
+    log::info!(
+        "HEKI: {} call(s), {} refused, {} range(s) / {} page(s) protected, {} made non-executable, {} module(s) validated, {} ATTR.WR, registers {}locked, boot {}",
+        h.calls,
+        h.refused,
+        h.ranges_protected,
+        h.pages_protected,
+        h.pages_made_nx,
+        h.modules_validated,
+        h.attr_writes,
+        if heki.pins().is_some() { "" } else { "not " },
+        if heki.boot_ended() { "ended" } else { "not ended" }
+    );
+    let t = &heki.next.stats;
+    log::info!(
+        "TEE: {} call(s), {} with an error status",
+        t.calls,
+        t.errors
     );
     stop
 }

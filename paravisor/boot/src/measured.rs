@@ -41,16 +41,28 @@ pub fn measure_boot<P: Platform>(
     config: &HekiConfig,
     m: &SharedMeasurements,
 ) -> Result<usize, MeasureError> {
-    let mut bootinfo = [0u8; BOOT_INFO_SIZE];
-    p.read(BOOT_INFO_GPA, &mut bootinfo)
-        .map_err(MeasureError::Memory)?;
     let regions = BootRegions {
         kernel: (layout.base, layout.image_end - layout.base),
         initrd: layout.initrd,
         cmdline: layout.cmdline,
     };
+    measure_regions(p, &regions, config, m)
+}
+
+/// Extends the BootInfo page and `config`'s policy (RTMR0) and the L2
+/// payload `regions` (RTMR1) into the RTMRs, logging every event; returns
+/// how many events were logged. The probe and the Linux boot share it.
+pub fn measure_regions<P: Platform>(
+    p: &mut P,
+    regions: &BootRegions,
+    config: &HekiConfig,
+    m: &SharedMeasurements,
+) -> Result<usize, MeasureError> {
+    let mut bootinfo = [0u8; BOOT_INFO_SIZE];
+    p.read(BOOT_INFO_GPA, &mut bootinfo)
+        .map_err(MeasureError::Memory)?;
     let policy = measure::policy_text(config);
-    let events = measure::boot_events_in_memory(p, &bootinfo, &policy, &regions)
+    let events = measure::boot_events_in_memory(p, &bootinfo, &policy, regions)
         .map_err(MeasureError::Memory)?;
     let n = events.len();
     let mut m = m.borrow_mut();

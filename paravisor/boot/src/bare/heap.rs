@@ -1,11 +1,15 @@
-//! The heap: a buddy allocator over a 2 MiB region in `.bss`.
+//! The heap: a buddy allocator over an 8 MiB region in `.bss`.
+//!
+//! 8 MiB holds the HEKI page-state map of a 256 MiB Linux TD once the end of
+//! boot has made every page kernel data (one map entry per 4 KiB page), next
+//! to a module validation of up to `LINUX_MAX_MODULE_BYTES`.
 
 use core::cell::UnsafeCell;
 
 use buddy_system_allocator::LockedHeap;
 
 /// Heap bytes.
-pub const HEAP_SIZE: usize = 2 << 20;
+pub const HEAP_SIZE: usize = 8 << 20;
 
 #[repr(C, align(4096))]
 struct HeapSpace(UnsafeCell<[u8; HEAP_SIZE]>);

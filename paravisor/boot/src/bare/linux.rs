@@ -73,6 +73,17 @@ pub fn maybe_boot(platform: &mut TdPlatform, image: &L1Image, pages: L1Pages) {
         }
     };
     booted.handlers.xsetbv = Some(native_xsetbv);
+    let entropy = super::rng::CpuEntropy::detect();
+    let secret = super::rng::deployer_secret();
+    if let Err(e) = boot::start_tee_service(
+        platform,
+        &booted.measurements,
+        &mut booted.handlers.inner.next,
+        alloc::boxed::Box::new(entropy),
+        &secret,
+    ) {
+        log::error!("TEE not started ({e}): call 0x1FFF0 answers -EOPNOTSUPP");
+    }
     let stop = linux::run(platform, &mut booted);
     // HLT with interrupts off is how Linux powers off without ACPI sleep
     // registers ("reboot: Power down"): nothing can wake it, the run is over.
