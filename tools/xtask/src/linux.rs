@@ -37,13 +37,13 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200
 /// The marker `/init` of the built-in initramfs prints once userspace runs.
 pub const USERSPACE_MARKER: &str = "lvbs-tdx: Linux userspace is up";
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     crate::run::target_dir(&workspace_root())
         .join("lvbs-tdx")
         .join("linux")
 }
 
-fn sh(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Failure> {
+pub fn sh(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Failure> {
     let out = cmd
         .output()
         .map_err(|e| Failure(format!("{what}: cannot run: {e}")))?;
@@ -59,7 +59,7 @@ fn sh(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Failure> {
 
 /// `apt-get download`s `package` into `dir` (once) and unpacks it into
 /// `dir/root`; returns the .deb path.
-fn fetch_deb(dir: &Path, package: &str) -> Result<PathBuf, Failure> {
+pub fn fetch_deb(dir: &Path, package: &str) -> Result<PathBuf, Failure> {
     std::fs::create_dir_all(dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
     let existing = |dir: &Path| {
         std::fs::read_dir(dir).ok().and_then(|rd| {
@@ -93,38 +93,78 @@ fn fetch_deb(dir: &Path, package: &str) -> Result<PathBuf, Failure> {
     Ok(deb)
 }
 
-/// The versioned image package `linux-image-cloud-amd64` depends on.
-fn debian_kernel_package() -> Result<String, Failure> {
+/// The versioned package `meta` (e.g. `linux-image-cloud-amd64`) depends on
+/// whose name starts with `prefix`.
+pub fn depends_on(meta: &str, prefix: &str) -> Result<String, Failure> {
     let out = sh(
-        Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]),
-        "apt-cache depends linux-image-cloud-amd64",
+        Command::new("apt-cache").args(["depends", meta]),
+        &format!("apt-cache depends {meta}"),
     )?;
     String::from_utf8_lossy(&out)
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .map(str::trim)
-        .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
+        .find(|p| p.starts_with(prefix))
         .map(str::to_string)
-        .ok_or_else(|| Failure("linux-image-cloud-amd64 names no kernel image package".into()))
+        .ok_or_else(|| Failure(format!("{meta} names no {prefix}* package")))
 }
 
-/// Debian's cloud kernel (the bzImage in the package).
-fn debian_kernel() -> Result<PathBuf, Failure> {
-    let dir = cache_dir();
-    let package = debian_kernel_package()?;
-    fetch_deb(&dir, &package)?;
-    let version = package.trim_start_matches("linux-image-");
-    let path = dir
-        .join("root")
-        .join("boot")
-        .join(format!("vmlinuz-{version}"));
-    if !path.exists() {
-        return Err(Failure(format!(
-            "{} is missing from {package}",
-            path.display()
-        )));
+/// Debian's cloud kernel: the package, its release (`uname -r`) and the bzImage.
+pub struct DebianKernel {
+    /// `linux-image-<release>`.
+    pub package: String,
+    /// `6.1.0-NN-cloud-amd64`.
+    pub release: String,
+    /// The bzImage in the unpacked package.
+    pub image: PathBuf,
+}
+
+/// `apt-get update` once, as root; stale package lists can name a kernel
+/// the mirror no longer serves.
+fn apt_update() -> Result<(), Failure> {
+    if !crate::run::is_root() {
+        return Err(Failure(
+            "the package lists are stale; run `apt-get update` as root".into(),
+        ));
     }
-    Ok(path)
+    eprintln!("xtask: apt-get update (stale package lists)");
+    sh(Command::new("apt-get").args(["update", "-qq"]), "apt-get update").map(|_| ())
+}
+
+/// Runs `fetch` with the current package lists, then once more after
+/// `apt-get update` if it failed.
+pub fn with_fresh_lists<T>(fetch: impl Fn() -> Result<T, Failure>) -> Result<T, Failure> {
+    fetch().or_else(|first| {
+        eprintln!("xtask: {}", first.0);
+        apt_update()?;
+        fetch()
+    })
+}
+
+/// Debian's cloud kernel (the bzImage in the package `linux-image-cloud-amd64`
+/// depends on), fetched into the cache.
+pub fn debian_kernel() -> Result<DebianKernel, Failure> {
+    with_fresh_lists(|| {
+        let dir = cache_dir();
+        let package = depends_on("linux-image-cloud-amd64", "linux-image-")?;
+        fetch_deb(&dir, &package)?;
+        let release = package.trim_start_matches("linux-image-").to_string();
+        let image = dir
+            .join("root")
+            .join("boot")
+            .join(format!("vmlinuz-{release}"));
+        if !image.exists() {
+            return Err(Failure(format!(
+                "{} is missing from {package}",
+                image.display()
+            )));
+        }
+        Ok(DebianKernel {
+            package,
+            release,
+            image,
+        })
+    })
 }
 
 /// The decompressor command for a payload starting with `magic`.
@@ -164,7 +204,7 @@ pub fn bzimage_payload(image: &[u8]) -> Option<(usize, usize)> {
 
 /// The `vmlinux` ELF of `kernel` (an ELF as is, or a bzImage's payload
 /// decompressed into the cache).
-fn vmlinux(kernel: &Path) -> Result<Vec<u8>, Failure> {
+pub fn vmlinux(kernel: &Path) -> Result<Vec<u8>, Failure> {
     let bytes = std::fs::read(kernel)
         .map_err(|e| Failure(format!("cannot read the kernel {}: {e}", kernel.display())))?;
     if bytes.starts_with(b"\x7fELF") {
@@ -303,8 +343,9 @@ pub fn init_script() -> String {
     )
 }
 
-/// The busybox initramfs (uncompressed newc cpio).
-fn busybox_initramfs() -> Result<Vec<u8>, Failure> {
+/// The busybox initramfs (uncompressed newc cpio) with `/init` = `init`
+/// and `extra` files `(path, mode, bytes)`.
+pub fn busybox_initramfs(extra: &[(&str, u32, &[u8])], init: &str) -> Result<Vec<u8>, Failure> {
     let dir = cache_dir();
     fetch_deb(&dir, "busybox-static")?;
     let busybox_path = dir.join("root").join("bin").join("busybox");
@@ -316,10 +357,22 @@ fn busybox_initramfs() -> Result<Vec<u8>, Failure> {
     }
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
-    c.file("init", 0o755, init_script().as_bytes());
+    c.file("init", 0o755, init.as_bytes());
+    let mut dirs: Vec<&str> = Vec::new();
+    for (path, mode, data) in extra {
+        if let Some((d, _)) = path.rsplit_once('/') {
+            if !dirs.contains(&d) {
+                c.dir(d);
+                dirs.push(d);
+            }
+        }
+        c.file(path, *mode, data);
+    }
     let archive = c.finish();
     // Kept for comparisons (e.g. the same kernel and initramfs under plain QEMU).
-    let _ = std::fs::write(dir.join("initramfs.cpio"), &archive);
+    if extra.is_empty() {
+        let _ = std::fs::write(dir.join("initramfs.cpio"), &archive);
+    }
     Ok(archive)
 }
 
@@ -335,33 +388,54 @@ pub fn run(args: &RunArgs, report: &mut Report) -> Result<(), Failure> {
     let _ = report;
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
-        None => debian_kernel()?,
+        None => debian_kernel()?.image,
     };
     let vmlinux = vmlinux(&kernel)?;
     let initrd = match &args.initrd {
         Some(p) => std::fs::read(p).map_err(|e| Failure(format!("{}: {e}", p.display())))?,
-        None => busybox_initramfs()?,
+        None => busybox_initramfs(&[], &init_script())?,
     };
     let cmdline = args
         .cmdline
         .clone()
         .unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
-    let packages: &[&str] = if args.paravisor.is_none() {
+    eprintln!("xtask: Linux L2: kernel {}", kernel.display());
+    let (image, mrtd) = build_image(
+        &vmlinux,
+        &initrd,
+        &cmdline,
+        args.paravisor.as_deref(),
+        "linux.igvm",
+    )?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    boot(&image, &mrtd, args.timeout, interactive).map(|_| ())
+}
+
+/// Builds the paravisor (unless `paravisor` is given) and the IGVM TD of
+/// `vmlinux`, `initrd` and `cmdline` into the cache as `name`; returns its
+/// path and the loader's MRTD (hex).
+pub fn build_image(
+    vmlinux: &[u8],
+    initrd: &[u8],
+    cmdline: &str,
+    paravisor: Option<&Path>,
+    name: &str,
+) -> Result<(PathBuf, String), Failure> {
+    let packages: &[&str] = if paravisor.is_none() {
         &["paravisor-boot"]
     } else {
         &[]
     };
     let bin_dir = run::build_bare_metal(packages)?;
-    let paravisor_path = args
-        .paravisor
-        .clone()
+    let paravisor_path = paravisor
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| bin_dir.join("paravisor"));
     let paravisor = std::fs::read(&paravisor_path)
         .map_err(|e| Failure(format!("{}: {e}", paravisor_path.display())))?;
     let inputs = Inputs {
         paravisor: &paravisor,
-        kernel: &vmlinux,
-        initrd: Some(&initrd),
+        kernel: vmlinux,
+        initrd: Some(initrd),
         cmdline: Some(cmdline.as_bytes()),
     };
     let image = lvbs_loader_cli::build(&inputs)
@@ -374,8 +448,7 @@ pub fn run(args: &RunArgs, report: &mut Report) -> Result<(), Failure> {
         .map(|b| format!("{b:02x}"))
         .collect();
     eprintln!(
-        "xtask: Linux L2: kernel {} ({} MiB vmlinux), initrd {} KiB, command line {cmdline:?}",
-        kernel.display(),
+        "xtask: Linux L2: {} MiB vmlinux, initrd {} KiB, command line {cmdline:?}",
         vmlinux.len() >> 20,
         initrd.len() >> 10
     );
@@ -386,17 +459,21 @@ pub fn run(args: &RunArgs, report: &mut Report) -> Result<(), Failure> {
         measurement.measured_pages,
         measurement.boot_info.td_memory_bytes >> 20
     );
-    let image_path = cache_dir().join("linux.igvm");
+    let image_path = cache_dir().join(name);
     std::fs::write(&image_path, &image)
         .map_err(|e| Failure(format!("{}: {e}", image_path.display())))?;
-    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
-    boot(&image_path, &mrtd, args.timeout, interactive)
+    Ok((image_path, mrtd))
 }
 
 /// Boots the image under QEMU: the console goes to stdout; stdin goes to
 /// the guest's serial port when it is a terminal, else [`SCRIPTED_INPUT`]
 /// is typed once the userspace marker appears.
-fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<(), Failure> {
+pub fn boot(
+    image: &Path,
+    mrtd: &str,
+    timeout: u64,
+    interactive: bool,
+) -> Result<Vec<String>, Failure> {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     use std::sync::mpsc;
@@ -462,6 +539,7 @@ fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<(),
     };
     let mut emu_mrtd = None;
     let mut timed_out = false;
+    let mut lines = Vec::new();
     let out = std::io::stdout();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -495,6 +573,7 @@ fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<(),
                 let mut o = out.lock();
                 let _ = writeln!(o, "{line}");
                 let _ = o.flush();
+                lines.push(line);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -539,7 +618,7 @@ fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<(),
             "the shell never answered the scripted command".into(),
         ));
     }
-    Ok(())
+    Ok(lines)
 }
 
 #[cfg(test)]

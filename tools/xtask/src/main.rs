@@ -23,7 +23,9 @@
 
 mod attest;
 mod fuzz;
+mod guest_modules;
 mod linux;
+mod linux_attacks;
 mod run;
 mod tee;
 
@@ -82,9 +84,13 @@ enum Task {
     },
     /// `emulator-test` plus the attack suite: fails on any ALLOWED attack or fewer than 20.
     Attacks {
-        /// Seconds before QEMU is killed.
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
+        /// Seconds before QEMU is killed (default: 60 for the probe, 900 with `--linux`).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Debian's cloud kernel with the guest HEKI client and the attack
+        /// module from inside Linux (tests/linux-guest) instead of the probe.
+        #[arg(long)]
+        linux: bool,
     },
     /// The TEE client scenarios in the emulator: prints `tee: N passed, M failed`.
     Tee {
@@ -117,7 +123,11 @@ fn main() -> ExitCode {
         },
         Task::Run(args) => report(run::run(&args, false)),
         Task::EmulatorTest { timeout } => report(run::emulator_test(timeout)),
-        Task::Attacks { timeout } => report(run::attacks(timeout)),
+        Task::Attacks {
+            timeout,
+            linux: true,
+        } => report(linux_attacks::attacks(timeout.unwrap_or(900))),
+        Task::Attacks { timeout, .. } => report(run::attacks(timeout.unwrap_or(60))),
         Task::Tee { timeout } => report(tee::tee(timeout)),
         Task::Fuzz(args) => report(fuzz::fuzz(&args)),
         Task::Attest(args) => report(attest::attest(&args)),

@@ -89,7 +89,7 @@ pub fn emulator_test_in_suite(timeout: u64) -> Result<(), Failure> {
     crate::attest::attest_suite(timeout)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

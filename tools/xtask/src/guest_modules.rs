@@ -1,0 +1,183 @@
+//! The guest side of LVBS for Linux (`tests/linux-guest`): the HEKI client
+//! `lvbs_heki.ko` and the attack module `lvbs_attacks.ko`, built out of tree
+//! against Debian's headers for the exact kernel under test, and the
+//! kernel's module-signing certificates the client hands to LOAD_KDATA.
+//!
+//! Headers are not installed: `linux-headers-<release>`, its
+//! `linux-headers-<abi>-common` and `linux-kbuild-<abi>` are `apt-get
+//! download`ed and unpacked into the cache (shared/reference/env-probe.md
+//! §13); the one fix-up is the absolute `include` of the common Makefile.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use der::Decode;
+
+use crate::linux::{self, DebianKernel};
+use crate::{workspace_root, Failure};
+
+/// The two modules, built.
+pub struct GuestModules {
+    /// `lvbs_heki.ko`.
+    pub heki: PathBuf,
+    /// `lvbs_attacks.ko`.
+    pub attacks: PathBuf,
+}
+
+/// Host tools the build needs, with the Debian package that has each.
+const TOOLS: [(&str, &str); 4] = [
+    ("make", "make"),
+    ("gcc", "gcc"),
+    ("strip", "binutils"),
+    ("lz4", "lz4"),
+];
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Installs the missing [`TOOLS`] (as root), or says what to install.
+pub fn ensure_tools() -> Result<(), Failure> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(t, _)| !have(t))
+        .map(|(_, p)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::run::is_root() {
+        return Err(Failure(format!(
+            "missing host tools: apt-get install {}",
+            missing.join(" ")
+        )));
+    }
+    let install = || {
+        linux::sh(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
+            &format!("apt-get install {}", missing.join(" ")),
+        )
+        .map(|_| ())
+    };
+    linux::with_fresh_lists(install)
+}
+
+/// Fetches the headers of `k` and builds both modules; returns their paths.
+pub fn build(k: &DebianKernel) -> Result<GuestModules, Failure> {
+    ensure_tools()?;
+    let dir = linux::cache_dir();
+    let headers_pkg = format!("linux-headers-{}", k.release);
+    linux::with_fresh_lists(|| {
+        linux::fetch_deb(&dir, &headers_pkg)?;
+        let common = linux::depends_on(&headers_pkg, "linux-headers-")?;
+        linux::fetch_deb(&dir, &common)?;
+        let kbuild = linux::depends_on(&headers_pkg, "linux-kbuild-")?;
+        linux::fetch_deb(&dir, &kbuild)?;
+        Ok(())
+    })?;
+    let root = dir.join("root");
+    let headers = root.join("usr/src").join(&headers_pkg);
+    fix_makefile(&headers, &root)?;
+
+    let build = dir.join("guest-modules");
+    let _ = std::fs::remove_dir_all(&build);
+    std::fs::create_dir_all(&build).map_err(|e| Failure(format!("{}: {e}", build.display())))?;
+    let src = workspace_root().join("tests/linux-guest");
+    for name in [
+        "Kbuild",
+        "lvbs_heki.h",
+        "lvbs_heki.c",
+        "lvbs_attacks.c",
+    ] {
+        std::fs::copy(src.join(name), build.join(name))
+            .map_err(|e| Failure(format!("{}: {e}", src.join(name).display())))?;
+    }
+    eprintln!(
+        "xtask: building tests/linux-guest against {} (out of tree)",
+        headers.display()
+    );
+    linux::sh(
+        Command::new("make")
+            .arg("-C")
+            .arg(&headers)
+            .arg(format!("M={}", build.display()))
+            .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
+            .arg("modules"),
+        "make modules (tests/linux-guest)",
+    )?;
+    let mut ko = Vec::new();
+    for name in ["lvbs_heki.ko", "lvbs_attacks.ko"] {
+        let path = build.join(name);
+        // Debian builds with debug info; the initramfs does not need it.
+        linux::sh(
+            Command::new("strip").arg("--strip-debug").arg(&path),
+            &format!("strip {name}"),
+        )?;
+        ko.push(path);
+    }
+    let attacks = ko.pop().expect("two modules");
+    let heki = ko.pop().expect("two modules");
+    Ok(GuestModules { heki, attacks })
+}
+
+/// Points the headers' `include /usr/src/...` at the unpacked tree.
+fn fix_makefile(headers: &Path, root: &Path) -> Result<(), Failure> {
+    let path = headers.join("Makefile");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    let fixed: Vec<String> = text
+        .lines()
+        .map(|l| match l.strip_prefix("include /usr/src/") {
+            Some(rest) => format!("include {}/usr/src/{rest}", root.display()),
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&path, fixed.join("\n") + "\n")
+        .map_err(|e| Failure(format!("{}: {e}", path.display())))
+}
+
+/// The DER X.509 certificates built into `vmlinux` (its
+/// `system_certificate_list`), concatenated: the LOAD_KDATA type-0 format.
+/// Every `SEQUENCE { SEQUENCE { [0] INTEGER 2 ...` that parses as a
+/// certificate counts, once.
+pub fn kernel_certificates(vmlinux: &[u8]) -> Vec<Vec<u8>> {
+    const TBS_V3: [u8; 5] = [0xA0, 0x03, 0x02, 0x01, 0x02];
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    let mut at = 0;
+    while at + 13 <= vmlinux.len() {
+        let w = &vmlinux[at..];
+        if w[0] == 0x30 && w[1] == 0x82 && w[4] == 0x30 && w[5] == 0x82 && w[8..13] == TBS_V3 {
+            let len = 4 + usize::from(u16::from_be_bytes([w[2], w[3]]));
+            if let Some(der) = w.get(..len) {
+                if x509_cert::Certificate::from_der(der).is_ok() && !certs.iter().any(|c| c == der)
+                {
+                    certs.push(der.to_vec());
+                    at += len;
+                    continue;
+                }
+            }
+        }
+        at += 1;
+    }
+    certs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_no_certificate_in_noise() {
+        let mut noise = vec![0u8; 4096];
+        noise[100..113].copy_from_slice(&[
+            0x30, 0x82, 0x01, 0x00, 0x30, 0x82, 0x00, 0xF0, 0xA0, 0x03, 0x02, 0x01, 0x02,
+        ]);
+        assert!(kernel_certificates(&noise).is_empty(), "a header alone is no certificate");
+    }
+}
