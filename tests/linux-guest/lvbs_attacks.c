@@ -43,6 +43,7 @@
 #include <asm/pgtable.h>
 #include <asm/tlbflush.h>
 #include <asm/io.h>
+#include <asm/trapnr.h>
 #include "lvbs_heki.h"
 
 static unsigned long idt_table_addr, rodata_target, ro_after_init_target, text_target;
@@ -84,23 +85,37 @@ struct attack {
 
 /* ---- register attacks (exception-table fixups) ---- */
 
+/*
+ * Executes `insn` under an exception-table fixup of type FAULT: evaluates to
+ * the vector of the exception it raised (13 = #GP), or -1 if it completed.
+ */
 #define TRY_INSN(insn, operand)                                          \
 	({                                                               \
-		int __faulted;                                           \
-		asm volatile("xor %k[f], %k[f]\n"                        \
+		int __vec;                                               \
+		asm volatile("mov $-1, %%eax\n"                          \
 			     "1: " insn "\n"                             \
-			     "jmp 3f\n"                                  \
-			     "2: mov $1, %k[f]\n"                        \
-			     "3:\n" _ASM_EXTABLE(1b, 2b)                 \
-			     : [f] "=&r"(__faulted)                      \
+			     "2:\n" _ASM_EXTABLE_FAULT(1b, 2b)            \
+			     : "=&a"(__vec)                              \
 			     : [v] operand                               \
 			     : "memory");                                \
-		__faulted;                                               \
+		__vec;                                                   \
 	})
+
+/* "#GP", "no fault" or "#<vector>" for the reports. */
+static const char *vector_name(int vec, char *buf, size_t len)
+{
+	if (vec == X86_TRAP_GP)
+		return "#GP";
+	if (vec < 0)
+		return "no fault";
+	snprintf(buf, len, "exception %d", vec);
+	return buf;
+}
 
 static enum verdict cr_attack(struct attack *a, bool cr4, unsigned long bit)
 {
 	unsigned long before, after, flags;
+	char vb[24];
 	int faulted;
 
 	local_irq_save(flags);
@@ -108,13 +123,13 @@ static enum verdict cr_attack(struct attack *a, bool cr4, unsigned long bit)
 		before = __read_cr4();
 		faulted = TRY_INSN("mov %[v], %%cr4", "r"(before & ~bit));
 		after = __read_cr4();
-		if (!faulted || after != before)
+		if (faulted < 0 || after != before)
 			asm volatile("mov %0, %%cr4" ::"r"(before) : "memory");
 	} else {
 		before = read_cr0();
 		faulted = TRY_INSN("mov %[v], %%cr0", "r"(before & ~bit));
 		after = read_cr0();
-		if (!faulted || after != before)
+		if (faulted < 0 || after != before)
 			asm volatile("mov %0, %%cr0" ::"r"(before) : "memory");
 	}
 	local_irq_restore(flags);
@@ -122,9 +137,11 @@ static enum verdict cr_attack(struct attack *a, bool cr4, unsigned long bit)
 		snprintf(a->why, sizeof(a->why), "bit %#lx was not set before the attack", bit);
 		return V_ERROR;
 	}
-	snprintf(a->why, sizeof(a->why), "%s, CR%d %#lx -> %#lx", faulted ? "#GP" : "no fault",
-		 cr4 ? 4 : 0, before, after);
-	return faulted && after == before ? V_BLOCKED : V_ALLOWED;
+	snprintf(a->why, sizeof(a->why), "%s, CR%d %#lx -> %#lx",
+		 vector_name(faulted, vb, sizeof(vb)), cr4 ? 4 : 0, before, after);
+	if (after != before)
+		return V_ALLOWED;
+	return faulted == X86_TRAP_GP ? V_BLOCKED : V_ERROR;
 }
 
 static enum verdict cr0_wp(struct attack *a) { return cr_attack(a, false, X86_CR0_WP); }
@@ -142,6 +159,7 @@ static enum verdict dt_attack(struct attack *a, bool idt)
 	struct desc_ptr before = {}, after = {}, evil;
 	void *copy = (void *)get_zeroed_page(GFP_KERNEL);
 	unsigned long flags;
+	char vb[24];
 	int faulted, unreadable;
 
 	if (!copy) {
@@ -149,7 +167,7 @@ static enum verdict dt_attack(struct attack *a, bool idt)
 		return V_ERROR;
 	}
 	local_irq_save(flags);
-	unreadable = read_dt(idt, &before);
+	unreadable = read_dt(idt, &before) >= 0;
 	if (idt) {
 		memcpy(copy, (void *)idt_table_addr, PAGE_SIZE);
 		evil.address = (unsigned long)copy;
@@ -161,8 +179,8 @@ static enum verdict dt_attack(struct attack *a, bool idt)
 		evil.size = GDT_SIZE - 1;
 		faulted = TRY_INSN("lgdt %[v]", "m"(evil));
 	}
-	unreadable |= read_dt(idt, &after);
-	if (!faulted) {
+	unreadable |= read_dt(idt, &after) >= 0;
+	if (faulted < 0) {
 		/* The load happened: put the real table back before anything runs. */
 		if (idt) {
 			struct desc_ptr real = { .size = PAGE_SIZE - 1, .address = idt_table_addr };
@@ -176,51 +194,86 @@ static enum verdict dt_attack(struct attack *a, bool idt)
 	free_page((unsigned long)copy);
 	if (unreadable)
 		snprintf(a->why, sizeof(a->why), "%s; S%cDT also faults, %s not readable",
-			 faulted ? "#GP" : "no fault", idt ? 'I' : 'G', idt ? "IDTR" : "GDTR");
+			 vector_name(faulted, vb, sizeof(vb)), idt ? 'I' : 'G', idt ? "IDTR" : "GDTR");
 	else
 		snprintf(a->why, sizeof(a->why), "%s, %s base %#lx -> %#lx",
-			 faulted ? "#GP" : "no fault", idt ? "IDTR" : "GDTR", before.address,
+			 vector_name(faulted, vb, sizeof(vb)), idt ? "IDTR" : "GDTR", before.address,
 			 after.address);
-	if (!faulted || (!unreadable && after.address != before.address))
+	if (faulted < 0 || (!unreadable && after.address != before.address))
 		return V_ALLOWED;
-	return V_BLOCKED;
+	return faulted == X86_TRAP_GP ? V_BLOCKED : V_ERROR;
 }
 
 static enum verdict idt_load(struct attack *a) { return dt_attack(a, true); }
 static enum verdict gdt_load(struct attack *a) { return dt_attack(a, false); }
 
+/* LLDT of a selector other than the current one: any LDTR load must be refused. */
 static enum verdict ldt_load(struct attack *a)
 {
-	u16 sel = 0, before = 0xffff, after = 0xffff;
+	u16 before = 0xffff, after = 0xffff, sel;
+	char vb[24];
 	int faulted, unreadable;
 
-	unreadable = TRY_INSN("sldt %[v]", "m"(before));
+	unreadable = TRY_INSN("sldt %[v]", "m"(before)) >= 0;
+	/* A null selector with another RPL: legal, harmless, and visible to SLDT. */
+	sel = before == 3 ? 0 : 3;
 	faulted = TRY_INSN("lldt %[v]", "m"(sel));
-	unreadable |= TRY_INSN("sldt %[v]", "m"(after));
-	snprintf(a->why, sizeof(a->why), "%s, LDTR %s", faulted ? "#GP" : "no fault",
-		 unreadable ? "not readable" : "unchanged");
+	unreadable |= TRY_INSN("sldt %[v]", "m"(after)) >= 0;
+	if (faulted < 0 || (!unreadable && after != before)) {
+		u16 back = unreadable ? 0 : before;
+
+		asm volatile("lldt %0" ::"m"(back));
+	}
 	if (!unreadable && before != after)
-		snprintf(a->why, sizeof(a->why), "LDTR %#x -> %#x", before, after);
-	return faulted && (unreadable || before == after) ? V_BLOCKED : V_ALLOWED;
+		snprintf(a->why, sizeof(a->why), "%s, LDTR %#x -> %#x",
+			 vector_name(faulted, vb, sizeof(vb)), before, after);
+	else
+		snprintf(a->why, sizeof(a->why), "%s, LDTR %s", vector_name(faulted, vb, sizeof(vb)),
+			 unreadable ? "not readable" : "unchanged");
+	if (faulted < 0 || (!unreadable && before != after))
+		return V_ALLOWED;
+	return faulted == X86_TRAP_GP ? V_BLOCKED : V_ERROR;
 }
 
-/* LTR of the current TSS after clearing its busy bit: legal on bare hardware. */
+/*
+ * LTR of the current TSS after clearing its busy bit, with the GDT's
+ * read-only fixmap made writable (LTR sets the busy bit): legal on bare
+ * hardware, so only the paravisor's descriptor-table exiting can refuse it.
+ */
 static enum verdict tr_load(struct attack *a)
 {
-	struct desc_struct *gdt = get_cpu_gdt_rw(smp_processor_id());
+	int cpu = smp_processor_id();
+	struct desc_struct *gdt = get_cpu_gdt_rw(cpu);
+	unsigned long fixmap = (unsigned long)get_cpu_gdt_ro(cpu);
 	tss_desc *tss = (tss_desc *)&gdt[GDT_ENTRY_TSS];
 	u16 sel = GDT_ENTRY_TSS * 8;
+	unsigned int level;
+	pte_t *pte = lookup_address(fixmap, &level);
+	pteval_t old;
 	unsigned long flags;
+	char vb[24];
 	int faulted;
 
+	if (!pte) {
+		snprintf(a->why, sizeof(a->why), "no PTE for the GDT fixmap");
+		return V_ERROR;
+	}
 	local_irq_save(flags);
+	old = pte->pte;
+	WRITE_ONCE(pte->pte, old | _PAGE_RW);
+	asm volatile("invlpg (%0)" ::"r"(fixmap) : "memory");
 	tss->type = DESC_TSS;
 	faulted = TRY_INSN("ltr %[v]", "m"(sel));
-	/* Busy again, as the CPU would have left it after a successful LTR. */
+	/* Busy again, as a successful LTR leaves it. */
 	tss->type = DESC_TSS | 0x2;
+	WRITE_ONCE(pte->pte, old);
+	asm volatile("invlpg (%0)" ::"r"(fixmap) : "memory");
 	local_irq_restore(flags);
-	snprintf(a->why, sizeof(a->why), "%s", faulted ? "#GP" : "no fault: TR reloaded");
-	return faulted ? V_BLOCKED : V_ALLOWED;
+	snprintf(a->why, sizeof(a->why), "%s%s", vector_name(faulted, vb, sizeof(vb)),
+		 faulted < 0 ? ": TR reloaded" : "");
+	if (faulted < 0)
+		return V_ALLOWED;
+	return faulted == X86_TRAP_GP ? V_BLOCKED : V_ERROR;
 }
 
 static enum verdict msr_attack(struct attack *a, u32 msr, u64 (*change)(u64))
@@ -239,6 +292,7 @@ static enum verdict msr_attack(struct attack *a, u32 msr, u64 (*change)(u64))
 	local_irq_restore(flags);
 	snprintf(a->why, sizeof(a->why), "%s, MSR %#x %#llx -> %#llx (tried %#llx)",
 		 err ? "#GP" : "no fault", msr, before, after, evil);
+	/* wrmsrl_safe() reports any fault; only #GP reaches a WRMSR, so err means #GP. */
 	return err && after == before ? V_BLOCKED : V_ALLOWED;
 }
 
@@ -542,6 +596,7 @@ static int attack_thread(void *arg)
 static void run_one(struct attack *a)
 {
 	struct task_struct *t;
+	bool finished = false;
 	int waited;
 
 	init_completion(&a->done);
@@ -557,12 +612,14 @@ static void run_one(struct attack *a)
 		wake_up_process(t);
 		/* Up to 60 s: an oops prints a few KiB through the polled UART. */
 		for (waited = 0; waited < 600; waited++) {
-			if (wait_for_completion_timeout(&a->done, HZ / 10))
+			if (wait_for_completion_timeout(&a->done, HZ / 10)) {
+				finished = true;
 				break;
+			}
 			if (READ_ONCE(t->flags) & PF_EXITING)
 				break;
 		}
-		if (!completion_done(&a->done)) {
+		if (!finished) {
 			if (READ_ONCE(t->flags) & PF_EXITING) {
 				a->verdict = V_BLOCKED;
 				snprintf(a->why, sizeof(a->why), "the attacking thread faulted and was killed");

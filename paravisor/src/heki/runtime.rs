@@ -260,10 +260,16 @@ impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp>
 where
     Ms: MsrPolicy,
 {
-    /// The state every page of L2 memory the guest did not protect has
-    /// after the end of boot, and the only state module frames may come from.
+    /// Whether module frames may come from `page`: memory the guest did not
+    /// protect — kernel data after the end of boot, or still the boot alias
+    /// ([`PageState::Unmapped`] in the [`Ept`]) before it, as for a module
+    /// loaded while the kernel is still trusted — and no other module's.
+    /// The caller has already refused paravisor ranges and GPAs outside L2.
     fn ordinary(&self, page: u64) -> bool {
-        self.ept.state(page) == PageState::KernelData && !self.rt.owned.contains_key(&page)
+        matches!(
+            self.ept.state(page),
+            PageState::KernelData | PageState::Unmapped
+        ) && !self.rt.owned.contains_key(&page)
     }
 
     /// One Ept batch; flushes L2 translations if anything changed.

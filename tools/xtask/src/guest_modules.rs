@@ -89,12 +89,7 @@ pub fn build(k: &DebianKernel) -> Result<GuestModules, Failure> {
     let _ = std::fs::remove_dir_all(&build);
     std::fs::create_dir_all(&build).map_err(|e| Failure(format!("{}: {e}", build.display())))?;
     let src = workspace_root().join("tests/linux-guest");
-    for name in [
-        "Kbuild",
-        "lvbs_heki.h",
-        "lvbs_heki.c",
-        "lvbs_attacks.c",
-    ] {
+    for name in ["Kbuild", "lvbs_heki.h", "lvbs_heki.c", "lvbs_attacks.c"] {
         std::fs::copy(src.join(name), build.join(name))
             .map_err(|e| Failure(format!("{}: {e}", src.join(name).display())))?;
     }
@@ -129,8 +124,8 @@ pub fn build(k: &DebianKernel) -> Result<GuestModules, Failure> {
 /// Points the headers' `include /usr/src/...` at the unpacked tree.
 fn fix_makefile(headers: &Path, root: &Path) -> Result<(), Failure> {
     let path = headers.join("Makefile");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
     let fixed: Vec<String> = text
         .lines()
         .map(|l| match l.strip_prefix("include /usr/src/") {
@@ -178,6 +173,9 @@ mod tests {
         noise[100..113].copy_from_slice(&[
             0x30, 0x82, 0x01, 0x00, 0x30, 0x82, 0x00, 0xF0, 0xA0, 0x03, 0x02, 0x01, 0x02,
         ]);
-        assert!(kernel_certificates(&noise).is_empty(), "a header alone is no certificate");
+        assert!(
+            kernel_certificates(&noise).is_empty(),
+            "a header alone is no certificate"
+        );
     }
 }

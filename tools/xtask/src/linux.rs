@@ -128,7 +128,11 @@ fn apt_update() -> Result<(), Failure> {
         ));
     }
     eprintln!("xtask: apt-get update (stale package lists)");
-    sh(Command::new("apt-get").args(["update", "-qq"]), "apt-get update").map(|_| ())
+    sh(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )
+    .map(|_| ())
 }
 
 /// Runs `fetch` with the current package lists, then once more after
@@ -408,7 +412,7 @@ pub fn run(args: &RunArgs, report: &mut Report) -> Result<(), Failure> {
         "linux.igvm",
     )?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
-    boot(&image, &mrtd, args.timeout, interactive).map(|_| ())
+    boot(&image, &mrtd, args.timeout(), interactive).map(|_| ())
 }
 
 /// Builds the paravisor (unless `paravisor` is given) and the IGVM TD of
@@ -465,43 +469,45 @@ pub fn build_image(
     Ok((image_path, mrtd))
 }
 
-/// Boots the image under QEMU: the console goes to stdout; stdin goes to
-/// the guest's serial port when it is a terminal, else [`SCRIPTED_INPUT`]
-/// is typed once the userspace marker appears.
-pub fn boot(
-    image: &Path,
-    mrtd: &str,
+/// What one console session saw.
+pub struct Console {
+    /// Every line, in order.
+    pub lines: Vec<String>,
+    /// Seconds from QEMU's start to each milestone (first occurrence).
+    pub marks: Vec<(&'static str, f64)>,
+    /// QEMU's exit status.
+    pub status: std::process::ExitStatus,
+}
+
+impl Console {
+    /// Seconds to milestone `name`, if it was seen.
+    pub fn mark(&self, name: &str) -> Option<f64> {
+        self.marks.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+}
+
+/// The milestone of the scripted shell's answer.
+pub const SHELL_ANSWERED: &str = "shell answered";
+
+/// Runs QEMU with `args` until it exits (or `timeout` s pass: an error).
+/// Its serial console goes to stdout (unless `echo` is false); stdin goes to
+/// the guest when `interactive`, else [`SCRIPTED_INPUT`] is typed once the
+/// userspace marker appears. Milestones: L1 enters Linux, the first kernel
+/// line, `/init`, the marker, the shell's answer.
+pub fn console(
+    args: &[String],
     timeout: u64,
     interactive: bool,
-) -> Result<Vec<String>, Failure> {
+    echo: bool,
+) -> Result<Console, Failure> {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    let root = workspace_root();
-    let emulator = cache_dir()
-        .parent()
-        .and_then(Path::parent)
-        .map(|t| {
-            t.join("x86_64-unknown-none")
-                .join("release")
-                .join("tdx-emulator")
-        })
-        .unwrap_or_else(|| root.join("target/x86_64-unknown-none/release/tdx-emulator"));
-    let qemu_args = crate::run::qemu_base_args(&emulator, image);
-    eprintln!(
-        "xtask: qemu-system-x86_64 {} (timeout {timeout} s, {})",
-        qemu_args.join(" "),
-        if interactive {
-            "interactive: the terminal is the serial console, Ctrl-A X quits"
-        } else {
-            "scripted input"
-        }
-    );
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(&qemu_args)
+        .args(args)
         .stdin(if interactive {
             Stdio::inherit()
         } else {
@@ -531,13 +537,12 @@ pub fn boot(
         }
     });
     let deadline = start + Duration::from_secs(timeout);
-    let mut marks: Vec<(&str, f64)> = Vec::new();
+    let mut marks: Vec<(&'static str, f64)> = Vec::new();
     let mark = |name: &'static str, marks: &mut Vec<(&'static str, f64)>| {
         if !marks.iter().any(|(n, _)| *n == name) {
             marks.push((name, start.elapsed().as_secs_f64()));
         }
     };
-    let mut emu_mrtd = None;
     let mut timed_out = false;
     let mut lines = Vec::new();
     let out = std::io::stdout();
@@ -548,7 +553,7 @@ pub fn boot(
                 if line.starts_with("paravisor: entering Linux") {
                     mark("L1 enters Linux", &mut marks);
                 }
-                if line.starts_with("[    0.000000] Linux version") {
+                if line.contains("] Linux version") {
                     mark("first kernel console line", &mut marks);
                 }
                 if line.contains("Run /init as init process") {
@@ -565,14 +570,13 @@ pub fn boot(
                     }
                 }
                 if line.contains(SHELL_ANSWER) && !line.contains("echo") {
-                    mark("shell answered", &mut marks);
+                    mark(SHELL_ANSWERED, &mut marks);
                 }
-                if let Some(m) = line.strip_prefix("emu: MRTD ") {
-                    emu_mrtd = Some(m.trim().to_string());
+                if echo {
+                    let mut o = out.lock();
+                    let _ = writeln!(o, "{line}");
+                    let _ = o.flush();
                 }
-                let mut o = out.lock();
-                let _ = writeln!(o, "{line}");
-                let _ = o.flush();
                 lines.push(line);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -598,6 +602,56 @@ pub fn boot(
             "timeout: QEMU still ran after {timeout} s (raise it with --timeout)"
         )));
     }
+    Ok(Console {
+        lines,
+        marks,
+        status,
+    })
+}
+
+/// The emulator binary `run::build_bare_metal` built.
+fn emulator_path() -> PathBuf {
+    cache_dir()
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| {
+            t.join("x86_64-unknown-none")
+                .join("release")
+                .join("tdx-emulator")
+        })
+        .unwrap_or_else(|| workspace_root().join("target/x86_64-unknown-none/release/tdx-emulator"))
+}
+
+/// Boots the image in the emulator under QEMU (see [`console`]) and checks
+/// the run: the emulator's MRTD equals the loader's `mrtd`, the TD ended
+/// with debug-exit 0, and (scripted) the shell answered.
+pub fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<Console, Failure> {
+    boot_echo(image, mrtd, timeout, interactive, true)
+}
+
+/// [`boot`], printing the console only if `echo`.
+pub fn boot_echo(
+    image: &Path,
+    mrtd: &str,
+    timeout: u64,
+    interactive: bool,
+    echo: bool,
+) -> Result<Console, Failure> {
+    let qemu_args = crate::run::qemu_base_args(&emulator_path(), image);
+    eprintln!(
+        "xtask: qemu-system-x86_64 {} (timeout {timeout} s, {})",
+        qemu_args.join(" "),
+        if interactive {
+            "interactive: the terminal is the serial console, Ctrl-A X quits"
+        } else {
+            "scripted input"
+        }
+    );
+    let run = console(&qemu_args, timeout, interactive, echo)?;
+    let emu_mrtd = run
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("emu: MRTD ").map(|m| m.trim().to_string()));
     match &emu_mrtd {
         Some(m) if m != mrtd => {
             return Err(Failure(format!(
@@ -607,18 +661,19 @@ pub fn boot(
         None => return Err(Failure("the emulator printed no MRTD".into())),
         Some(_) => {}
     }
-    if status.code() != Some(1) {
+    if run.status.code() != Some(1) {
         return Err(Failure(format!(
-            "QEMU exited with {status} (debug-exit value {:#x}; 0x7c: the paravisor's L2 loop stopped)",
-            status.code().unwrap_or(0) >> 1
+            "QEMU exited with {} (debug-exit value {:#x}; 0x7c: the paravisor's L2 loop stopped)",
+            run.status,
+            run.status.code().unwrap_or(0) >> 1
         )));
     }
-    if !interactive && !marks.iter().any(|(n, _)| *n == "shell answered") {
+    if !interactive && run.mark(SHELL_ANSWERED).is_none() {
         return Err(Failure(
             "the shell never answered the scripted command".into(),
         ));
     }
-    Ok(lines)
+    Ok(run)
 }
 
 #[cfg(test)]

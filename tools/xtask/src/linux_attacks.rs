@@ -161,7 +161,7 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
     )?;
     let (image, mrtd) =
         linux::build_image(&vmlinux, &initrd, &cmdline(), None, "linux-attacks.igvm")?;
-    let lines = linux::boot(&image, &mrtd, timeout, false)?;
+    let lines = linux::boot(&image, &mrtd, timeout, false)?.lines;
 
     let mut problems: Vec<String> = REQUIRED
         .iter()

@@ -26,6 +26,7 @@ mod fuzz;
 mod guest_modules;
 mod linux;
 mod linux_attacks;
+mod linux_bench;
 mod run;
 mod tee;
 
@@ -92,6 +93,15 @@ enum Task {
         #[arg(long)]
         linux: bool,
     },
+    /// Time to the Linux shell under the paravisor vs plain QEMU TCG, and the L2 exits by reason.
+    BootRatio {
+        /// Runs of each configuration (the median counts).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Seconds before QEMU is killed (per run).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// The TEE client scenarios in the emulator: prints `tee: N passed, M failed`.
     Tee {
         /// Seconds before QEMU is killed (per run).
@@ -129,6 +139,7 @@ fn main() -> ExitCode {
         } => report(linux_attacks::attacks(timeout.unwrap_or(900))),
         Task::Attacks { timeout, .. } => report(run::attacks(timeout.unwrap_or(60))),
         Task::Tee { timeout } => report(tee::tee(timeout)),
+        Task::BootRatio { runs, timeout } => report(linux_bench::boot_ratio(runs, timeout)),
         Task::Fuzz(args) => report(fuzz::fuzz(&args)),
         Task::Attest(args) => report(attest::attest(&args)),
     }

@@ -26,12 +26,17 @@ const STATS_START: &str = "emu: ==== statistics ====";
 /// Options of `cargo xtask run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// L2 guest ELF, linked at 0x0100_0000 (default: the probe, `-p lvbs-probe`).
+    /// Boot the probe L2 guest (the bare-metal self-test with the attack
+    /// suite) instead of Linux.
+    #[arg(long)]
+    pub probe: bool,
+    /// L2 guest ELF, linked at 0x0100_0000 (implies `--probe`'s paravisor
+    /// mode; default: the probe, `-p lvbs-probe`).
     #[arg(long)]
     pub guest: Option<PathBuf>,
-    /// Seconds before QEMU is killed.
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
+    /// Seconds before QEMU is killed (default: 60 for the probe and bare-metal guests, 300 for Linux).
+    #[arg(long)]
+    pub timeout: Option<u64>,
     /// Paravisor ELF (default: `-p paravisor-boot`).
     #[arg(long)]
     pub paravisor: Option<PathBuf>,
@@ -41,8 +46,9 @@ pub struct RunArgs {
     /// Initrd placed in the image (measured into RTMR1 by the paravisor).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
-    /// Boot Linux as L2: Debian's cloud kernel and a busybox initramfs unless
-    /// `--kernel` / `--initrd` say otherwise (docs/linux.md).
+    /// Boot Linux as L2 (the default without `--probe` or `--guest`):
+    /// Debian's cloud kernel and a busybox initramfs unless `--kernel` /
+    /// `--initrd` say otherwise (docs/linux.md).
     #[arg(long)]
     pub linux: bool,
     /// A Linux kernel for L2 (bzImage or vmlinux); implies `--linux`.
@@ -51,11 +57,23 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Whether this run boots Linux: `--linux`, `--kernel`, or no bare-metal guest asked for.
+    pub fn boots_linux(&self) -> bool {
+        self.linux || self.kernel.is_some() || (!self.probe && self.guest.is_none())
+    }
+
+    /// Seconds before QEMU is killed.
+    pub fn timeout(&self) -> u64 {
+        self.timeout
+            .unwrap_or(if self.boots_linux() { 300 } else { 60 })
+    }
+
     /// The defaults: the probe and the paravisor built here, no command line or initrd.
     pub fn with_timeout(timeout: u64) -> Self {
         RunArgs {
+            probe: true,
             guest: None,
-            timeout,
+            timeout: Some(timeout),
             paravisor: None,
             cmdline: None,
             initrd: None,
@@ -296,7 +314,7 @@ pub fn run_with(
     report: &mut Report,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), Failure> {
-    if args.linux || args.kernel.is_some() {
+    if args.boots_linux() {
         return crate::linux::run(args, report);
     }
     let root = workspace_root();
@@ -334,7 +352,7 @@ pub fn run_with(
         paravisor_path.display(),
         guest_path.display(),
     );
-    let out = boot_image(&image, &image_path, args.timeout, None, report, on_line)?;
+    let out = boot_image(&image, &image_path, args.timeout(), None, report, on_line)?;
     eprintln!(
         "xtask: {} console lines, MRTD {}",
         out.lines.len(),

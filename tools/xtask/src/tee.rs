@@ -150,8 +150,9 @@ fn build_guest(root: &Path) -> Result<PathBuf, Failure> {
 
 fn boot(guest: &Path, timeout: u64, out: &mut TeeRun) -> Result<(), Failure> {
     let args = RunArgs {
+        probe: true,
         guest: Some(guest.to_path_buf()),
-        timeout,
+        timeout: Some(timeout),
         paravisor: None,
         cmdline: None,
         initrd: None,
