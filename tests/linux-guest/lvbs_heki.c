@@ -38,6 +38,9 @@
 #include <linux/kernel_read_file.h>
 #include <linux/string.h>
 #include <linux/utsname.h>
+#include <linux/miscdevice.h>
+#include <linux/uaccess.h>
+#include <linux/mutex.h>
 #include <asm/page.h>
 #include <asm/io.h>
 #include "lvbs_heki.h"
@@ -424,6 +427,131 @@ static const struct kernel_param_ops end_of_boot_ops = {
 module_param_cb(end_of_boot, &end_of_boot_ops, NULL, 0600);
 MODULE_PARM_DESC(end_of_boot, "write 1: SIGNAL_END_OF_BOOT");
 
+/*
+ * /dev/lvbs_tee: the OP-TEE transport for user space (docs/tee.md, "Linux
+ * client"). The device owns one physically contiguous window of
+ * LVBS_TEE_WINDOW bytes; a client maps it (mmap), asks for its guest-physical
+ * base (LVBS_TEE_IOC_INFO), lays out the SMC-argument page, the
+ * optee_msg_arg and its buffers in it with guest-physical addresses, and
+ * issues LVBS_OPTEE_MESSAGE with LVBS_TEE_IOC_CALL. The call only ever names
+ * a page of the window, so user space cannot point the paravisor at other
+ * kernel memory; the paravisor checks every buffer the message names
+ * against L2's page permissions anyway. Root only (mode 0600); one user at a
+ * time.
+ */
+#define LVBS_TEE_WINDOW_ORDER 6
+#define LVBS_TEE_WINDOW (PAGE_SIZE << LVBS_TEE_WINDOW_ORDER)
+
+struct lvbs_tee_info {
+	__u64 window_gpa;
+	__u64 window_size;
+};
+
+struct lvbs_tee_call {
+	__u64 smc_page_offset; /* in: offset of the SMC-argument page in the window */
+	__s64 ret;	       /* out: R8 (0, or a negative errno) */
+};
+
+#define LVBS_TEE_IOC_INFO _IOR('L', 1, struct lvbs_tee_info)
+#define LVBS_TEE_IOC_CALL _IOWR('L', 2, struct lvbs_tee_call)
+
+static struct page *tee_window;
+static DEFINE_MUTEX(tee_lock);
+static bool tee_busy;
+
+static int tee_open(struct inode *inode, struct file *f)
+{
+	int ret = 0;
+
+	mutex_lock(&tee_lock);
+	if (tee_busy)
+		ret = -EBUSY;
+	else
+		tee_busy = true;
+	mutex_unlock(&tee_lock);
+	return ret;
+}
+
+static int tee_release(struct inode *inode, struct file *f)
+{
+	mutex_lock(&tee_lock);
+	tee_busy = false;
+	mutex_unlock(&tee_lock);
+	return 0;
+}
+
+static int tee_mmap(struct file *f, struct vm_area_struct *vma)
+{
+	unsigned long len = vma->vm_end - vma->vm_start;
+
+	if (vma->vm_pgoff || len > LVBS_TEE_WINDOW)
+		return -EINVAL;
+	return remap_pfn_range(vma, vma->vm_start, page_to_pfn(tee_window), len,
+			       vma->vm_page_prot);
+}
+
+static long tee_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	void __user *uarg = (void __user *)arg;
+	u64 base = page_to_phys(tee_window);
+
+	switch (cmd) {
+	case LVBS_TEE_IOC_INFO: {
+		struct lvbs_tee_info info = { .window_gpa = base, .window_size = LVBS_TEE_WINDOW };
+
+		return copy_to_user(uarg, &info, sizeof(info)) ? -EFAULT : 0;
+	}
+	case LVBS_TEE_IOC_CALL: {
+		struct lvbs_tee_call call;
+
+		if (copy_from_user(&call, uarg, sizeof(call)))
+			return -EFAULT;
+		if (call.smc_page_offset >= LVBS_TEE_WINDOW || offset_in_page(call.smc_page_offset))
+			return -EINVAL;
+		call.ret = lvbs_vmcall(LVBS_OPTEE_MESSAGE, (base + call.smc_page_offset) >> PAGE_SHIFT,
+				       0, 0);
+		return copy_to_user(uarg, &call, sizeof(call)) ? -EFAULT : 0;
+	}
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations tee_fops = {
+	.owner = THIS_MODULE,
+	.open = tee_open,
+	.release = tee_release,
+	.mmap = tee_mmap,
+	.unlocked_ioctl = tee_ioctl,
+};
+
+static struct miscdevice tee_device = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "lvbs_tee",
+	.fops = &tee_fops,
+	.mode = 0600,
+};
+
+static void tee_device_init(void)
+{
+	int err;
+
+	tee_window = alloc_pages(GFP_KERNEL | __GFP_ZERO, LVBS_TEE_WINDOW_ORDER);
+	if (!tee_window) {
+		pr_err("lvbs_heki: /dev/lvbs_tee: no memory for the window\n");
+		return;
+	}
+	err = misc_register(&tee_device);
+	if (err) {
+		__free_pages(tee_window, LVBS_TEE_WINDOW_ORDER);
+		tee_window = NULL;
+		pr_err("lvbs_heki: /dev/lvbs_tee: misc_register: %d\n", err);
+		return;
+	}
+	pr_info("lvbs_heki: /dev/lvbs_tee: %lu KiB window at GPA %#llx\n", LVBS_TEE_WINDOW >> 10,
+		(u64)page_to_phys(tee_window));
+}
+
 static int __init lvbs_heki_init(void)
 {
 	int failed = 0;
@@ -439,6 +567,7 @@ static int __init lvbs_heki_init(void)
 		failed++;
 	pr_info("lvbs_heki: boot sequence: %s (%d step(s) failed)\n", failed ? "FAILED" : "OK",
 		failed);
+	tee_device_init();
 	/* Stay loaded either way: the registers are pinned and the pages protected. */
 	return 0;
 }

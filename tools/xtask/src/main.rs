@@ -3,9 +3,14 @@
 //! - `cargo xtask test`: formatting, clippy (host and bare-metal target), host
 //!   tests, a bare-metal build of every `no_std` crate, then the emulator run
 //!   (`emulator-test`).
-//! - `cargo xtask run [--guest <elf>] [--paravisor <elf>] [--timeout <s>]`:
-//!   builds the emulator, the paravisor and the probe, packs the TD image and
-//!   boots it under QEMU (see [`run`]).
+//! - `cargo xtask run`: Debian's cloud kernel as L2 under the paravisor in
+//!   the emulator, to a busybox shell (see [`linux`]); `--kernel`,
+//!   `--initrd`, `--cmdline` choose another payload; `--probe` (or
+//!   `--guest <elf>`) boots the bare-metal probe instead (see [`run`]).
+//! - `cargo xtask attacks --linux`: the guest HEKI client and the attack
+//!   module from inside Linux (see [`linux_attacks`]; `test` runs this last).
+//! - `cargo xtask boot-ratio`: time to the Linux shell against plain QEMU TCG
+//!   and the exits by reason (see [`linux_bench`]).
 //! - `cargo xtask emulator-test`: `run` with the default images, which must
 //!   report at least one check and no failures.
 //! - `cargo xtask attacks`: `emulator-test` that also counts the probe's
@@ -215,10 +220,14 @@ fn test() -> Result<(), Failure> {
             return Err(Failure(format!("{label} exited with {status}")));
         }
     }
-    let label = format!("[{total}/{total}] xtask emulator-test + attacks + tee");
+    let label = format!(
+        "[{total}/{total}] xtask emulator-test + attacks + tee + attacks --linux"
+    );
     eprintln!("xtask: {label}");
     let start = Instant::now();
-    let result = run::emulator_test_in_suite(60).and_then(|()| tee::tee_in_suite(120));
+    let result = run::emulator_test_in_suite(60)
+        .and_then(|()| tee::tee_in_suite(120))
+        .and_then(|()| linux_attacks::attacks_in_suite(900));
     eprintln!("xtask: {label} took {:.1}s", start.elapsed().as_secs_f64());
     result
 }
