@@ -14,7 +14,11 @@
 //!   written.
 //!
 //! GPAs without a valid alias for the VM (paravisor pages, MMIO ranges, pending
-//! or shared pages, GPAs outside the TD) are refused. Each page's attribute is
+//! or shared pages, GPAs outside the TD) are refused. Every GPA is first read
+//! through [`L1Memory`](crate::L1Memory) (which only reaches accepted private
+//! memory) and only then looked up with TDG.MEM.PAGE.ATTR.RD: that leaf does an
+//! EPT-violation TD exit on a GPA the host never mapped (§3.3), so asking it
+//! about a GPA L2's page tables made up would let L2 stop the whole TD. Each page's attribute is
 //! read once per [`GuestMemory`] (one exit); L2 cannot change attributes while
 //! this vCPU handles its exit.
 
@@ -174,10 +178,10 @@ impl<'p, P: Platform + ?Sized> GuestMemory<'p, P> {
         let first = (PAGE - (rip & (PAGE - 1))).min(MAX_INSN_LEN as u64) as usize;
         let exec = L2Attr::XS.union(L2Attr::XU);
         let t = walk::translate_checked(paging, self, rip, access)?;
-        self.require(t.gpa, L2Attr::empty(), exec)?;
         self.platform
             .read(t.gpa, &mut buf[..first])
             .map_err(GuestAccessError::Memory)?;
+        self.require(t.gpa, L2Attr::empty(), exec)?;
         if first == MAX_INSN_LEN {
             return Ok((buf, first));
         }
@@ -185,10 +189,10 @@ impl<'p, P: Platform + ?Sized> GuestMemory<'p, P> {
         let rest = walk::translate_checked(paging, self, next, access)
             .map_err(GuestAccessError::Walk)
             .and_then(|t| {
-                self.require(t.gpa, L2Attr::empty(), exec)?;
                 self.platform
                     .read(t.gpa, &mut buf[first..])
-                    .map_err(GuestAccessError::Memory)
+                    .map_err(GuestAccessError::Memory)?;
+                self.require(t.gpa, L2Attr::empty(), exec)
             });
         match rest {
             Ok(()) => Ok((buf, MAX_INSN_LEN)),
@@ -222,6 +226,15 @@ impl<'p, P: Platform + ?Sized> GuestMemory<'p, P> {
             let linear = la.wrapping_add(done as u64);
             let n = ((PAGE - (linear & (PAGE - 1))) as usize).min(data.len() - done);
             let t = walk::translate_checked(paging, self, linear, access)?;
+            // Probe with a read first: L1 must be able to reach the GPA before
+            // it asks for the page's attributes (see the module docs).
+            let mut probe = [0u8; 16];
+            for off in (0..n).step_by(probe.len()) {
+                let m = probe.len().min(n - off);
+                self.platform
+                    .read(t.gpa + off as u64, &mut probe[..m])
+                    .map_err(GuestAccessError::Memory)?;
+            }
             self.require(t.gpa, L2Attr::R.union(L2Attr::W), L2Attr::empty())?;
             chunks[count] = (t.gpa, done, n);
             count += 1;
@@ -242,12 +255,11 @@ impl<P: Platform + ?Sized> TableReader for GuestMemory<'_, P> {
         if gpa & 7 != 0 {
             return Err(inaccessible);
         }
-        match self.attr(gpa) {
-            Some(a) if a.contains(L2Attr::VALID | L2Attr::R) => {}
-            _ => return Err(inaccessible),
-        }
         let mut b = [0u8; 8];
         self.platform.read(gpa, &mut b)?;
-        Ok(u64::from_le_bytes(b))
+        match self.attr(gpa) {
+            Some(a) if a.contains(L2Attr::VALID | L2Attr::R) => Ok(u64::from_le_bytes(b)),
+            _ => Err(inaccessible),
+        }
     }
 }
