@@ -24,7 +24,8 @@ pub const ACCEPTED: u64 = 8 * MIB;
 pub const VAPIC: u64 = 0x1_0000;
 /// TDG.VP.ENTER guest-state buffer.
 pub const BUF: u64 = 0x2_0000;
-/// L2 CR3 (the scripted engine does not walk page tables).
+/// L2 CR3. The scripted engine does not walk L2's page tables, but the
+/// paravisor does when it emulates an instruction: see [`L2PageTables`].
 pub const PML4: u64 = 0x3_0000;
 /// L2 GDT and IDT.
 pub const GDT: u64 = 0x3_1000;
@@ -118,7 +119,8 @@ impl Td {
             .expect("VMCS field exists")
     }
 
-    /// Places instruction bytes at `rip` (L2 runs identity-mapped).
+    /// Places instruction bytes at GPA `rip` (for identity-mapped code, e.g.
+    /// [`L2PageTables::identity`]).
     pub fn put_code(&mut self, rip: u64, bytes: &[u8]) {
         self.0
             .write_memory(rip, bytes)
