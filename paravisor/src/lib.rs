@@ -40,6 +40,7 @@ pub mod setup;
 pub mod stats;
 pub mod tee;
 pub mod vcpu;
+pub mod walk;
 
 pub use field::FieldAccessError;
 pub use handlers::{

@@ -14,9 +14,11 @@
 //! * GDTR, IDTR, LDTR and TR. Secondary control bit 2 (descriptor-table
 //!   exiting) is in L1's write mask in module 1.5.01 (0x0C513E0C, §2.5), so
 //!   LGDT/LIDT/LLDT/LTR exit to L1 (reasons 46/47) and get #GP(0). The same
-//!   control also traps SGDT/SIDT/SLDT/STR; those are not emulated yet and get
-//!   #GP(0) as well (Linux does not execute them after boot; with CR4.UMIP,
-//!   which stays pinned, user mode cannot either).
+//!   control also traps SGDT/SIDT/SLDT/STR; [`crate::exits::desc`] emulates
+//!   those (Linux reads its IDT/GDT with them, e.g. `store_idt`): the
+//!   instruction and its memory operand are translated through L2's page
+//!   tables ([`crate::walk`]) and the value is written only where L2 itself
+//!   could write. With CR4.UMIP, which stays pinned, they #GP(0) above CPL 0.
 
 use tdcall::field::{controls, vmcs, FieldId};
 use tdcall::L2Vm;

@@ -50,6 +50,12 @@ impl Tdcall for Fake {
                     None => r.rax = TdxStatus::new(StatusCode(code as u32), 2).0,
                 }
             }
+            Some(Leaf::MemPageAttrRd) => {
+                // Every page: VM 1 alias R|W|Xs|Xu|VALID.
+                r.rcx &= !0xFFF;
+                r.rdx = 0x800F << 16;
+                r.rax = 0;
+            }
             Some(Leaf::VpVmcall) => {
                 self.vmcalls.push(TdVmcall::decode(r).unwrap());
                 r.rax = 0;
@@ -279,4 +285,39 @@ fn exits_during_event_delivery_reinject_the_event() {
     let f = |field| p.fields[&FieldId::l2_vmcs(L2Vm::Vm1, field).0];
     assert_eq!(f(vmcs::VM_ENTRY_INTR_INFO), 0x8000_0B0E);
     assert_eq!(f(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE), 2);
+}
+
+#[test]
+fn sidt_is_emulated_and_umip_refuses_it_above_cpl0() {
+    use crate::walk::{CR4_PAE, CR4_UMIP, EFER_LMA};
+    let run = |cpl: u8, cr4: u64| {
+        let mut p = fake();
+        let f = |field| FieldId::l2_vmcs(L2Vm::Vm1, field).0;
+        // Paging off (linear = physical), 64-bit code segment.
+        p.fields.insert(f(vmcs::GUEST_CR4), cr4);
+        p.fields.insert(f(vmcs::GUEST_IA32_EFER), EFER_LMA);
+        p.fields
+            .insert(f(vmcs::GUEST_IDTR_BASE), 0xFFFF_FE00_0000_0000);
+        p.fields.insert(f(vmcs::GUEST_IDTR_LIMIT), 0xFFF);
+        p.mem[0x100..0x103].copy_from_slice(&[0x0F, 0x01, 0x0F]); // sidt [rdi]
+        let mut sidt = exit(reason::GDTR_IDTR_ACCESS, 3);
+        sidt.instruction_info = 1 << 28;
+        sidt.cpl = cpl;
+        sidt.cs_ar = 0xA09B;
+        p.enters.extend([(0, sidt), (0, exit(reason::HLT, 1))]);
+        let mut vcpu = Vcpu::new(L2Vm::Vm1, 0x2000, Default::default(), Vec::new()).unwrap();
+        vcpu.state.rip = 0x100;
+        vcpu.state.gprs[7] = 0x800;
+        assert_eq!(
+            vcpu.run(&mut p, &mut DefaultHandlers::default(), 10),
+            StopReason::Halted
+        );
+        let gp = p.fields.get(&f(vmcs::VM_ENTRY_INTR_INFO)).copied();
+        (gp, vcpu.state.rip, p.mem[0x800..0x80A].to_vec())
+    };
+    let image = [0xFF, 0x0F, 0, 0, 0, 0, 0, 0xFE, 0xFF, 0xFF].to_vec();
+    let gp = Some(InterruptionInfo::general_protection().0 as u64);
+    assert_eq!(run(0, CR4_PAE | CR4_UMIP), (None, 0x104, image.clone()));
+    assert_eq!(run(3, CR4_PAE), (None, 0x104, image));
+    assert_eq!(run(3, CR4_PAE | CR4_UMIP), (gp, 0x101, vec![0; 10]));
 }

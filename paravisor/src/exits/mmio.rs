@@ -2,10 +2,16 @@
 //! §3.5 — either a direct L2→L1 exit for an un-aliased private range, or a
 //! host-routed exit, class 0x1100, for a GPA hole).
 //!
-//! 1. Fetch up to 15 instruction bytes at GPA = L2 RIP with
-//!    [`L1Memory::read`](crate::L1Memory::read). **Known gap:** this assumes L2
-//!    runs identity-mapped (linear = physical), which holds for the current test
-//!    guests; a Linux L2 needs a walk of L2's page tables (CR3) to translate RIP.
+//! 1. Fetch up to 15 instruction bytes at CS:RIP through L2's page tables
+//!    ([`crate::walk`], from GUEST_CR3 and the paging controls of the L2
+//!    VMCS) with [`GuestMemory::fetch_code`]: each page the bytes touch is
+//!    translated on its own, must allow the fetch at L2's CPL and must have an
+//!    executable L2 alias. L2 reached this exit by executing the instruction,
+//!    so a translation that fails now means L2 changed its tables (or relies
+//!    on a stale TLB entry): the handler injects #GP(0) and logs the reason
+//!    rather than a #PF (which would need CR2, shared with L1, §2.10, and an
+//!    error code for a fault the CPU never took). Only 64-bit code is decoded
+//!    (EFER.LMA and CS.L); anything else is #GP(0) as well.
 //! 2. Decode with [`crate::insn`] (MOV r/m↔reg, MOV r/m←imm, MOVZX/MOVSX).
 //! 3. Check the decoded direction against the exit qualification; a mismatch,
 //!    an instruction fetch from MMIO, or undecodable bytes inject #GP(0) (and
@@ -17,28 +23,48 @@
 use tdcall::vmcall::{TdVmcall, VmcallStatus};
 use tdcall::vmx::EptViolationQual;
 
+use super::guest::{self, GuestMemory};
 use super::{ExitCtx, ExitResult};
 use crate::inject::Exception;
 use crate::insn::{self, MmioOp, StoreSource, MAX_INSN_LEN};
 use crate::memory::Platform;
 
-/// Reads the instruction bytes at `rip` (identity-mapped L2). If 15 bytes are
-/// not readable it falls back to the bytes up to the end of RIP's 4 KiB page.
-/// Returns the buffer and the number of valid bytes.
-pub fn fetch_instruction<P: Platform + ?Sized>(
-    platform: &mut P,
-    rip: u64,
+/// Reads the instruction bytes at L2's CS:RIP for the exit in `cx` (64-bit
+/// code only: CS base 0, [`GuestMemory::fetch_code`]). Logs and returns `None`
+/// if they cannot be read; the caller injects #GP(0).
+pub fn fetch_instruction<P: Platform>(
+    cx: &mut ExitCtx<'_, P>,
+    what: &str,
 ) -> Option<([u8; MAX_INSN_LEN], usize)> {
-    let mut buf = [0u8; MAX_INSN_LEN];
-    if platform.read(rip, &mut buf).is_ok() {
-        return Some((buf, MAX_INSN_LEN));
+    let rip = cx.state.rip;
+    let paging = match guest::read_paging(cx.platform, cx.vm) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("{what}: cannot read L2 paging state: {e}");
+            return None;
+        }
+    };
+    if !is_64bit_code(&paging, cx.exit.cs_ar) {
+        log::warn!(
+            "{what}: L2 is not in 64-bit mode (EFER {:#x}, CS AR {:#x}); only 64-bit code is emulated",
+            paging.efer,
+            cx.exit.cs_ar
+        );
+        return None;
     }
-    let to_page_end = (0x1000 - (rip & 0xFFF)) as usize;
-    let n = to_page_end.min(MAX_INSN_LEN);
-    if n < MAX_INSN_LEN && platform.read(rip, &mut buf[..n]).is_ok() {
-        return Some((buf, n));
+    let user = cx.exit.cpl == 3;
+    match GuestMemory::new(cx.platform, cx.vm).fetch_code(&paging, rip, user) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            log::warn!("{what}: instruction bytes at RIP {rip:#x} unavailable: {e}");
+            None
+        }
     }
-    None
+}
+
+/// EFER.LMA and CS.L (VMX access rights bit 13, SDM Vol. 3C §25.4.1).
+pub fn is_64bit_code(paging: &crate::walk::Paging, cs_ar: u16) -> bool {
+    paging.efer & crate::walk::EFER_LMA != 0 && cs_ar & (1 << 13) != 0
 }
 
 /// Handles an EPT violation at a GPA inside an MMIO range.
@@ -50,8 +76,8 @@ pub fn handle<P: Platform>(cx: &mut ExitCtx<'_, P>) -> ExitResult {
         log::warn!("L2 instruction fetch from MMIO GPA {gpa:#x}: #GP(0)");
         return cx.inject(Exception::GeneralProtection);
     }
-    let Some((bytes, n)) = fetch_instruction(cx.platform, rip) else {
-        log::warn!("MMIO at {gpa:#x}: instruction bytes at RIP {rip:#x} unreadable: #GP(0)");
+    let Some((bytes, n)) = fetch_instruction(cx, "MMIO") else {
+        log::warn!("MMIO at {gpa:#x} from RIP {rip:#x}: #GP(0)");
         return cx.inject(Exception::GeneralProtection);
     };
     let decoded = match insn::decode_mmio(&bytes[..n], rip) {

@@ -10,6 +10,7 @@ pub mod cpuid;
 pub mod cr;
 pub mod desc;
 pub mod ept;
+pub mod guest;
 pub mod hlt;
 pub mod io;
 pub mod mmio;

@@ -24,7 +24,8 @@ pub const ACCEPTED: u64 = 8 * MIB;
 pub const VAPIC: u64 = 0x1_0000;
 /// TDG.VP.ENTER guest-state buffer.
 pub const BUF: u64 = 0x2_0000;
-/// L2 CR3 (the scripted engine does not walk page tables).
+/// L2 CR3. The scripted engine does not walk L2's page tables, but the
+/// paravisor does when it emulates an instruction: see [`L2PageTables`].
 pub const PML4: u64 = 0x3_0000;
 /// L2 GDT and IDT.
 pub const GDT: u64 = 0x3_1000;
@@ -118,7 +119,8 @@ impl Td {
             .expect("VMCS field exists")
     }
 
-    /// Places instruction bytes at `rip` (L2 runs identity-mapped).
+    /// Places instruction bytes at GPA `rip` (for identity-mapped code, e.g.
+    /// [`L2PageTables::identity`]).
     pub fn put_code(&mut self, rip: u64, bytes: &[u8]) {
         self.0
             .write_memory(rip, bytes)
@@ -191,5 +193,100 @@ pub fn gp0_at(rip: u64) -> DeliveredEvent {
         rip,
         vector: 13,
         error_code: Some(0),
+    }
+}
+
+/// Page-table entry bits (Intel SDM Vol. 3A table 4-19/4-20).
+pub mod pte {
+    pub const P: u64 = 1 << 0;
+    pub const RW: u64 = 1 << 1;
+    pub const US: u64 = 1 << 2;
+    pub const PS: u64 = 1 << 7;
+}
+
+/// Gives L2 VM 1 an alias with `attr` (plus VALID) on the 4 KiB page at `gpa`.
+pub fn l2_alias(td: &mut Td, gpa: u64, attr: tdcall::attr::L2Attr) {
+    use tdcall::attr::{AttrWrFlags, GpaAttr, GpaMapping, L2Attr, PageLevel};
+    tdcall::call(
+        td,
+        &tdcall::leaves::MemPageAttrWr {
+            mapping: GpaMapping::new(gpa, PageLevel::Size4K),
+            attr: GpaAttr::for_vm(L2Vm::Vm1, attr | L2Attr::VALID),
+            flags: AttrWrFlags::for_vm(L2Vm::Vm1, L2Attr::PRESENT, true),
+        },
+    )
+    .expect("ATTR.WR");
+}
+
+/// L2's 4-level page tables, rooted at [`PML4`] (the CR3 of [`config`]), with
+/// tables taken from the pages after the IDT; every table page gets an L2
+/// alias with R (the paravisor's walk requires it, as the CPU's does).
+pub struct L2PageTables {
+    next: u64,
+}
+
+/// First GPA past the table pool (the stack page below [`STACK`]).
+const TABLE_POOL_END: u64 = STACK - 0x1000;
+
+impl L2PageTables {
+    /// Empty tables: every linear address is not present.
+    pub fn new(td: &mut Td) -> Self {
+        td.0.write_memory(PML4, &[0; 0x1000]).expect("PML4");
+        l2_alias(td, PML4, tdcall::attr::L2Attr::R);
+        L2PageTables { next: IDT + 0x1000 }
+    }
+
+    fn entry(td: &Td, gpa: u64) -> u64 {
+        let mut b = [0u8; 8];
+        td.0.read_memory(gpa, &mut b).expect("table");
+        u64::from_le_bytes(b)
+    }
+
+    /// Maps `linear` to `gpa` with a `size` page (4 KiB, 2 MiB or 1 GiB) and
+    /// the leaf `flags` (P is added). Intermediate entries are P|RW|US, so the
+    /// leaf decides.
+    pub fn map(&mut self, td: &mut Td, linear: u64, gpa: u64, size: u64, flags: u64) {
+        let leaf_level = match size {
+            0x1000 => 1,
+            0x20_0000 => 2,
+            0x4000_0000 => 3,
+            _ => panic!("page size {size:#x}"),
+        };
+        let mut table = PML4;
+        for level in (leaf_level..=4u32).rev() {
+            let slot = table + ((linear >> (12 + 9 * (level - 1))) & 0x1FF) * 8;
+            if level == leaf_level {
+                let ps = if level > 1 { pte::PS } else { 0 };
+                let e = gpa | flags | pte::P | ps;
+                td.0.write_memory(slot, &e.to_le_bytes()).expect("leaf");
+                return;
+            }
+            let e = Self::entry(td, slot);
+            table = if e & pte::P != 0 {
+                e & 0x000F_FFFF_FFFF_F000
+            } else {
+                let t = self.next;
+                assert!(t < TABLE_POOL_END, "table pool exhausted");
+                self.next += 0x1000;
+                td.0.write_memory(t, &[0; 0x1000]).expect("table");
+                l2_alias(td, t, tdcall::attr::L2Attr::R);
+                let e = t | pte::P | pte::RW | pte::US;
+                td.0.write_memory(slot, &e.to_le_bytes()).expect("entry");
+                t
+            };
+        }
+    }
+
+    /// 0–4 GiB identity-mapped with writable supervisor 1 GiB pages, and the
+    /// script's code pages at [`CODE`] executable for L2 (alias R|Xs).
+    pub fn identity(td: &mut Td) -> Self {
+        let mut t = Self::new(td);
+        for i in 0..4 {
+            t.map(td, i << 30, i << 30, 1 << 30, pte::RW);
+        }
+        for page in [CODE, CODE + 0x1000] {
+            l2_alias(td, page, tdcall::attr::L2Attr::R | tdcall::attr::L2Attr::XS);
+        }
+        t
     }
 }

@@ -15,6 +15,8 @@ mod cpuid;
 #[cfg(test)]
 mod cr;
 #[cfg(test)]
+mod desc;
+#[cfg(test)]
 mod enter_loop;
 #[cfg(test)]
 mod ept;

@@ -50,6 +50,7 @@ fn mov_loads_and_stores_are_emulated() {
         L2Action::Hlt,
     ]);
     let mut td = Td::new(engine);
+    L2PageTables::identity(&mut td);
     for (i, bytes) in [
         (3, [0x89, 0x58, 0x10]),
         (4, [0x48, 0x8B, 0x08]),
@@ -116,6 +117,7 @@ fn unsupported_mmio_instructions_get_gp() {
         L2Action::Hlt,
     ]);
     let mut td = Td::new(engine);
+    L2PageTables::identity(&mut td);
     td.put_code(rips[0], &[0x0F, 0x0B, 0x90]);
     td.put_code(rips[1], &[0x8B, 0x18, 0x90]);
     td.put_code(rips[2], &[0x01, 0x18, 0x90]);
@@ -144,6 +146,7 @@ fn unreadable_instruction_bytes_get_gp() {
     let rip = engine.push(access(AccessKind::Read, MMIO_PRIVATE, 4, 0));
     engine.push(L2Action::Hlt);
     let mut td = Td::new(engine);
+    L2PageTables::identity(&mut td);
     let mut cfg = config();
     if let Some(init) = cfg.initial.as_mut() {
         init.rip = MEMORY + 0x1000;
@@ -154,4 +157,62 @@ fn unreadable_instruction_bytes_get_gp() {
         StopReason::Halted
     );
     assert_eq!(td.events(), [gp0_at(rip)]);
+}
+
+#[test]
+fn mmio_at_kernel_virtual_addresses_walks_l2_page_tables() {
+    // Linux runs at kernel virtual addresses: the instruction is found through
+    // L2's page tables, here split over two 4 KiB pages with unrelated GPAs.
+    const KV: u64 = 0xFFFF_FFFF_C000_0000;
+    for second_page_mapped in [true, false] {
+        let mut engine = tdx_model::engine::ScriptedEngine::new(KV + 0xFFD);
+        let set = engine.push(L2Action::SetGpr {
+            gpr: 0,
+            value: MMIO_PRIVATE,
+        });
+        // mov [rax+0x10], ebx: 89 58 | 10
+        let rip = engine.push(access(AccessKind::Write, MMIO_PRIVATE + 0x10, 4, 0x77));
+        engine.push(L2Action::Hlt);
+        assert_eq!((set, rip), (KV + 0xFFD, KV + 0xFFE));
+        let mut td = Td::new(engine);
+        let mut pt = L2PageTables::new(&mut td);
+        pt.map(&mut td, KV, CODE, 0x1000, 0);
+        if second_page_mapped {
+            pt.map(&mut td, KV + 0x1000, CODE + 0x3000, 0x1000, 0);
+        }
+        for page in [CODE, CODE + 0x3000] {
+            l2_alias(
+                &mut td,
+                page,
+                tdcall::attr::L2Attr::R | tdcall::attr::L2Attr::XS,
+            );
+        }
+        td.put_code(CODE + 0xFFE, &[0x89, 0x58]);
+        td.put_code(CODE + 0x3000, &[0x10]);
+        let mut cfg = config();
+        if let Some(init) = cfg.initial.as_mut() {
+            init.rip = KV + 0xFFD;
+        }
+        let mut vcpu = boot(&mut td, &cfg);
+        vcpu.state.gprs[3] = 0x77;
+        assert_eq!(
+            run(&mut td, &mut vcpu, &mut DefaultHandlers::default()),
+            StopReason::Halted
+        );
+        if second_page_mapped {
+            assert!(td.events().is_empty());
+            assert_eq!(
+                td.host().mmio_writes,
+                [Write {
+                    address: MMIO_PRIVATE + 0x10,
+                    size: 4,
+                    value: 0x77
+                }]
+            );
+        } else {
+            // Only "89 58" is readable: a truncated instruction, #GP(0).
+            assert_eq!(td.events(), [gp0_at(rip)]);
+            assert!(td.host().mmio_writes.is_empty());
+        }
+    }
 }

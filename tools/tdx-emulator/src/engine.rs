@@ -55,6 +55,13 @@ const EXIT_VINTR: u64 = 0x64;
 const INT_CTL_V_IRQ: u64 = (1 << 8) | (0xF << 16) | (1 << 20);
 const INT_CTL_V_INTR_MASKING: u64 = 1 << 24;
 const INT_VECTOR: usize = 0x064;
+/// SGDT/SIDT/SLDT/STR intercepts (MISC1 bits 6–9), on while the L2 VMCS has
+/// descriptor-table exiting (secondary bit 2), which on VMX traps the stores
+/// as well as the loads (SDM Vol. 3C §26.1.3); off otherwise, so the stores
+/// run natively.
+const DT_READ_INTERCEPTS: u32 =
+    misc1::IDTR_READ | misc1::GDTR_READ | misc1::LDTR_READ | misc1::TR_READ;
+const SECONDARY_DESC_TABLE_EXITING: u64 = 1 << 2;
 /// The L2 exits' base intercepts (MISC1).
 const L2_MISC1: u32 = misc1::INTR
     | misc1::CPUID
@@ -293,6 +300,12 @@ impl SvmEngine {
             cr |= 1 << 8;
         }
         v.w32(off::CR_INTERCEPTS, cr);
+        let misc = v.r32(off::MISC1) & !DT_READ_INTERCEPTS;
+        let dt = cpu.vmcs(f::SECONDARY_PROC_BASED_CTLS) & SECONDARY_DESC_TABLE_EXITING != 0;
+        v.w32(
+            off::MISC1,
+            if dt { misc | DT_READ_INTERCEPTS } else { misc },
+        );
     }
 
     fn load_msrs(&self, cpu: &L2Cpu<'_>) {
@@ -581,6 +594,9 @@ impl SvmEngine {
             exit::IOIO => self.io(cpu),
             exit::UD => self.undefined_opcode(cpu),
             exit::IDTR_WRITE | exit::GDTR_WRITE => self.descriptor_table(cpu),
+            exit::IDTR_READ | exit::GDTR_READ | exit::LDTR_READ | exit::TR_READ => {
+                self.descriptor_table_store(cpu, code)
+            }
             exit::NPF => self.nested_page_fault(cpu),
             EXIT_XSETBV => {
                 cpu.exit_to_l1(reason::XSETBV, 0, 3);
@@ -769,6 +785,36 @@ impl SvmEngine {
             base &= 0xFFFF_FFFF;
         }
         self.run_action(cpu, L2Action::LoadDescriptorTable { idt, base, limit }, len)
+    }
+
+    /// SGDT/SIDT/SLDT/STR while descriptor-table exiting is on: the model
+    /// turns it into exit 46/47 for L1, which emulates the store itself; the
+    /// emulator only supplies the instruction length.
+    fn descriptor_table_store(&mut self, cpu: &mut L2Cpu<'_>, code: u64) -> Flow {
+        use iced_x86::Mnemonic as M;
+        use tdx_model::engine::DescriptorRegister as D;
+        let (table, mnemonic) = match code {
+            exit::GDTR_READ => (D::Gdtr, M::Sgdt),
+            exit::IDTR_READ => (D::Idtr, M::Sidt),
+            exit::LDTR_READ => (D::Ldtr, M::Sldt),
+            _ => (D::Tr, M::Str),
+        };
+        let insn = self
+            .fetch_instruction(cpu.memory())
+            .filter(|i| i.mnemonic() == mnemonic);
+        let Some(i) = insn else {
+            log::warn!(
+                "L2 {mnemonic:?} at RIP {:#x} not decodable: #GP(0)",
+                self.vmcb.rip()
+            );
+            self.inject(13);
+            return Flow::Resume;
+        };
+        self.run_action(
+            cpu,
+            L2Action::StoreDescriptorTable { table },
+            i.len() as u32,
+        )
     }
 
     fn nested_page_fault(&mut self, cpu: &mut L2Cpu<'_>) -> Flow {

@@ -76,6 +76,10 @@ pub mod exit {
     pub const UD: u64 = 0x46;
     pub const DF: u64 = 0x48;
     pub const INTR: u64 = 0x60;
+    pub const IDTR_READ: u64 = 0x66;
+    pub const GDTR_READ: u64 = 0x67;
+    pub const LDTR_READ: u64 = 0x68;
+    pub const TR_READ: u64 = 0x69;
     pub const IDTR_WRITE: u64 = 0x6A;
     pub const GDTR_WRITE: u64 = 0x6B;
     pub const CPUID: u64 = 0x72;
@@ -101,6 +105,10 @@ pub mod exit {
 #[allow(dead_code)]
 pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
+    pub const IDTR_READ: u32 = 1 << 6;
+    pub const GDTR_READ: u32 = 1 << 7;
+    pub const LDTR_READ: u32 = 1 << 8;
+    pub const TR_READ: u32 = 1 << 9;
     pub const IDTR_WRITE: u32 = 1 << 10;
     pub const GDTR_WRITE: u32 = 1 << 11;
     pub const CPUID: u32 = 1 << 18;

@@ -3,7 +3,7 @@
 //! EPT-violation qualification, §4 exit routing).
 #![forbid(unsafe_code)]
 
-use crate::engine::{AccessKind, L2Action, Step};
+use crate::engine::{AccessKind, DescriptorRegister, L2Action, Step};
 use crate::host::HostVmm;
 use crate::memory::{Memory, PageState};
 use crate::metadata::{CR0_BASE_MASK, CR0_BASE_SHADOW, CR0_RESERVED, CR4_ALLOWED, CR4_BASE_SHADOW};
@@ -374,6 +374,24 @@ impl L2Cpu<'_> {
                 self.vmcs.insert(b.0, base);
                 self.vmcs.insert(l.0, limit as u64);
                 self.complete(len)
+            }
+            L2Action::StoreDescriptorTable { table } => {
+                if self.vmcs(vmcs::SECONDARY_PROC_BASED_CTLS) & c::SECONDARY_DESC_TABLE_EXITING == 0
+                {
+                    return self.complete(len);
+                }
+                // Instruction information bits 29:28 (SDM Vol. 3C §28.2.5).
+                let (basic, which) = match table {
+                    DescriptorRegister::Gdtr => (reason::GDTR_IDTR_ACCESS, 0),
+                    DescriptorRegister::Idtr => (reason::GDTR_IDTR_ACCESS, 1),
+                    DescriptorRegister::Ldtr => (reason::LDTR_TR_ACCESS, 0),
+                    DescriptorRegister::Tr => (reason::LDTR_TR_ACCESS, 1),
+                };
+                let step = self.exit(basic, 0, len);
+                if let Some(RunEnd::ToL1(info)) = &mut self.end {
+                    info.instruction_info = which << 28;
+                }
+                step
             }
             L2Action::Sti => {
                 if self.regs.rflags & RFLAGS_IF == 0 {

@@ -92,6 +92,17 @@ pub enum L2Action {
         /// New limit.
         limit: u16,
     },
+    /// `SGDT`/`SIDT`/`SLDT`/`STR` of `table`. With descriptor-table exiting
+    /// (secondary control bit 2) it exits to L1 with reason 46 (GDTR/IDTR) or
+    /// 47 (LDTR/TR) and instruction information bits 29:28 = 0 (SGDT, SLDT) or
+    /// 1 (SIDT, STR) (SDM Vol. 3C §28.2.5); the instruction bytes and operand
+    /// are L2 memory the script places. Without exiting it completes without
+    /// storing anything (the scripted engine has no operand; real-execution
+    /// engines only report it while exiting is on). Length 3.
+    StoreDescriptorTable {
+        /// The register stored.
+        table: DescriptorRegister,
+    },
     /// `STI`: sets RFLAGS.IF; if IF was 0, interrupts stay blocked until the
     /// next instruction completes (blocking by STI). Length 1.
     Sti,
@@ -107,6 +118,19 @@ pub enum L2Action {
     },
 }
 
+/// A descriptor-table register (for [`L2Action::StoreDescriptorTable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescriptorRegister {
+    /// GDTR (SGDT).
+    Gdtr,
+    /// IDTR (SIDT).
+    Idtr,
+    /// LDTR (SLDT).
+    Ldtr,
+    /// TR (STR).
+    Tr,
+}
+
 impl L2Action {
     /// The length of the instruction this action stands for; RIP advances by it
     /// when the action completes, and the exit reports it (§2.3 R11).
@@ -120,7 +144,9 @@ impl L2Action {
             } => 0,
             L2Action::Access { .. } => 3,
             L2Action::Hlt | L2Action::Sti | L2Action::Cli => 1,
-            L2Action::Vmcall | L2Action::LoadDescriptorTable { .. } => 3,
+            L2Action::Vmcall
+            | L2Action::LoadDescriptorTable { .. }
+            | L2Action::StoreDescriptorTable { .. } => 3,
             L2Action::Tdcall => 4,
             L2Action::In { .. } | L2Action::Out { .. } => 2,
             L2Action::SetGpr { .. } => 0,

@@ -608,6 +608,86 @@ pub fn copy_to(addr: u64, data: &[u8]) {
     }
 }
 
+/// GDTR/IDTR (limit, base) and the LDTR/TR selectors as SGDT, SIDT, SLDT and
+/// STR report them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredTables {
+    /// SGDT.
+    pub gdt: (u16, u64),
+    /// SIDT.
+    pub idt: (u16, u64),
+    /// SLDT (32-bit register form, zero-extended).
+    pub ldt: u64,
+    /// STR (64-bit register form).
+    pub tr: u64,
+}
+
+/// Two pages for an SGDT image that crosses a page boundary.
+#[repr(C, align(4096))]
+struct TwoPages(UnsafeCell<[u8; 8192]>);
+
+// SAFETY: only `store_tables` writes it, through SGDT, on the one vCPU.
+unsafe impl Sync for TwoPages {}
+
+static CROSSING: TwoPages = TwoPages(UnsafeCell::new([0; 8192]));
+
+fn image(b: &[u8]) -> (u16, u64) {
+    let mut base = [0u8; 8];
+    base.copy_from_slice(&b[2..10]);
+    (u16::from_le_bytes([b[0], b[1]]), u64::from_le_bytes(base))
+}
+
+/// Runs SGDT, SIDT, SLDT and STR (after LOCK_REGS each exits to the paravisor,
+/// which emulates it), plus an SGDT whose 10-byte image starts 4 bytes before
+/// a page boundary. Returns the registers and the page-crossing SGDT's image.
+pub fn store_tables() -> (StoredTables, (u16, u64)) {
+    let mut g = [0u8; 10];
+    let mut i = [0u8; 10];
+    let (ldt, tr): (u64, u64);
+    let crossing = CROSSING.0.get().cast::<u8>().wrapping_add(4096 - 4);
+    // SAFETY: SGDT/SIDT write 10 bytes to the two local buffers and to
+    // `CROSSING` at 4092..4102 (inside the static); SLDT/STR only write the
+    // output registers. Preset RAX/RCX bits show the zero-extension.
+    unsafe {
+        core::arch::asm!(
+            "sgdt [{g}]",
+            "sidt [{i}]",
+            "sgdt [{c}]",
+            "sldt {l:e}",
+            "str {t}",
+            g = in(reg) g.as_mut_ptr(),
+            i = in(reg) i.as_mut_ptr(),
+            c = in(reg) crossing,
+            l = inout(reg) u64::MAX => ldt,
+            t = inout(reg) u64::MAX => tr,
+            options(nostack, preserves_flags),
+        );
+    }
+    let mut c = [0u8; 10];
+    // SAFETY: 4092..4102 is inside `CROSSING`; only the asm above writes it.
+    unsafe { core::ptr::copy_nonoverlapping(crossing, c.as_mut_ptr(), 10) };
+    (
+        StoredTables {
+            gdt: image(&g),
+            idt: image(&i),
+            ldt,
+            tr,
+        },
+        image(&c),
+    )
+}
+
+/// The GDTR and IDTR values [`load_tables`] loaded.
+pub fn own_tables() -> ((u16, u64), (u16, u64)) {
+    (
+        (
+            (core::mem::size_of_val(&GDT) - 1) as u16,
+            GDT.as_ptr() as u64,
+        ),
+        (4095, IDT.0.get() as u64),
+    )
+}
+
 /// `lidt` (`idt`) or `lgdt` of `base`/`limit` with a fixup.
 pub fn load_table(idt: bool, base: u64, limit: u16) -> Option<Fault> {
     let dtr = Dtr { limit, base };

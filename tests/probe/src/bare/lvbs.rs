@@ -237,8 +237,10 @@ pub fn boot(scratch: u64, stack: u64) -> Boot {
         format_args!("{:#x} with U=1 in a 4 KiB table", layout.user_page),
     );
 
+    let (native, _) = cpu::store_tables();
     let r = cpu::vmcall3(LOCK_REGS, 0, 0);
     check("heki_lock_regs", r == 0, format_args!("R8 {}", status(r)));
+    descriptor_table_checks(native);
 
     let info = |k| cpu::vmcall3(PROBE_INFO, k, 0);
     let (vapic, enter_buffer, l1_image) = (info(0), info(1), info(2));
@@ -585,4 +587,40 @@ pub fn module_checks(area: u64) {
 /// The address [`put_list`] writes to.
 fn put_list_addr() -> u64 {
     LIST.addr()
+}
+
+/// After LOCK_REGS, descriptor-table exiting traps SGDT/SIDT/SLDT/STR too: the
+/// paravisor emulates them through the probe's page tables (identity map,
+/// paging on) and must return what the CPU returned natively before the lock;
+/// LIDT stays refused. `native` was read before LOCK_REGS.
+fn descriptor_table_checks(native: cpu::StoredTables) {
+    let (gdt, idt) = cpu::own_tables();
+    let (emulated, crossing) = cpu::store_tables();
+    check(
+        "sgdt_sidt_after_lock_regs",
+        emulated.gdt == gdt && emulated.idt == idt && native.gdt == gdt && native.idt == idt,
+        format_args!(
+            "GDTR {:x?} IDTR {:x?} (native before the lock {:x?} {:x?})",
+            emulated.gdt, emulated.idt, native.gdt, native.idt
+        ),
+    );
+    check(
+        "sgdt_across_page_boundary_after_lock_regs",
+        crossing == gdt,
+        format_args!("{crossing:x?}"),
+    );
+    check(
+        "sldt_str_after_lock_regs",
+        emulated.ldt == native.ldt && emulated.tr == native.tr && native.tr >> 16 == 0,
+        format_args!(
+            "LDTR {:#x} TR {:#x} (native {:#x} {:#x}; upper bits zero-extended)",
+            emulated.ldt, emulated.tr, native.ldt, native.tr
+        ),
+    );
+    let fault = cpu::load_table(true, idt.1, idt.0);
+    check(
+        "lidt_after_lock_regs_refused",
+        matches!(fault, Some(f) if f.vector == 13 && f.error_code == 0),
+        format_args!("lidt of the live IDT: {fault:?}"),
+    );
 }
