@@ -141,11 +141,17 @@ fn refused_stores_get_gp_and_write_nothing() {
         // 15: a PML4E pointing at a page table outside the TD.
         set(7, 0xFFFF_D000_0000_0000),
         store(DescriptorRegister::Idtr),
-        // 17: the loads stay refused.
+        // 17-19: the loads stay refused.
         L2Action::LoadDescriptorTable {
             idt: true,
             base: DIRECT,
             limit: 0xFFF,
+        },
+        L2Action::LoadSegmentTable {
+            table: DescriptorRegister::Ldtr,
+        },
+        L2Action::LoadSegmentTable {
+            table: DescriptorRegister::Tr,
         },
         L2Action::Hlt,
     ]);
@@ -176,7 +182,7 @@ fn refused_stores_get_gp_and_write_nothing() {
     );
     assert_eq!(
         td.events(),
-        [1, 3, 5, 7, 9, 11, 12, 14, 16, 17].map(|i| gp0_at(rips[i]))
+        [1, 3, 5, 7, 9, 11, 12, 14, 16, 17, 18, 19].map(|i| gp0_at(rips[i]))
     );
     for page in [DATA, DATA + 0x1000, DATA + 0x2FF0, DATA + 0x6000] {
         assert_eq!(read(&td, page, 16), marker, "{page:#x} written");

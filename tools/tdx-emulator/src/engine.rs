@@ -55,12 +55,16 @@ const EXIT_VINTR: u64 = 0x64;
 const INT_CTL_V_IRQ: u64 = (1 << 8) | (0xF << 16) | (1 << 20);
 const INT_CTL_V_INTR_MASKING: u64 = 1 << 24;
 const INT_VECTOR: usize = 0x064;
-/// SGDT/SIDT/SLDT/STR intercepts (MISC1 bits 6–9), on while the L2 VMCS has
-/// descriptor-table exiting (secondary bit 2), which on VMX traps the stores
-/// as well as the loads (SDM Vol. 3C §26.1.3); off otherwise, so the stores
-/// run natively.
-const DT_READ_INTERCEPTS: u32 =
-    misc1::IDTR_READ | misc1::GDTR_READ | misc1::LDTR_READ | misc1::TR_READ;
+/// SGDT/SIDT/SLDT/STR and LLDT/LTR intercepts (MISC1 bits 6–9, 12, 13), on
+/// while the L2 VMCS has descriptor-table exiting (secondary bit 2), which on
+/// VMX traps all eight instructions (SDM Vol. 3C §26.1.3); off otherwise, so
+/// they run natively. LGDT/LIDT are always intercepted (the model decides).
+const DT_READ_INTERCEPTS: u32 = misc1::IDTR_READ
+    | misc1::GDTR_READ
+    | misc1::LDTR_READ
+    | misc1::TR_READ
+    | misc1::LDTR_WRITE
+    | misc1::TR_WRITE;
 const SECONDARY_DESC_TABLE_EXITING: u64 = 1 << 2;
 /// The L2 exits' base intercepts (MISC1).
 const L2_MISC1: u32 = misc1::INTR
@@ -594,6 +598,7 @@ impl SvmEngine {
             exit::IOIO => self.io(cpu),
             exit::UD => self.undefined_opcode(cpu),
             exit::IDTR_WRITE | exit::GDTR_WRITE => self.descriptor_table(cpu),
+            exit::LDTR_WRITE | exit::TR_WRITE => self.segment_table_load(cpu, code),
             exit::IDTR_READ | exit::GDTR_READ | exit::LDTR_READ | exit::TR_READ => {
                 self.descriptor_table_store(cpu, code)
             }
@@ -815,6 +820,30 @@ impl SvmEngine {
             L2Action::StoreDescriptorTable { table },
             i.len() as u32,
         )
+    }
+
+    /// LLDT/LTR while descriptor-table exiting is on: exit 47 for L1 (which
+    /// refuses them after LOCK_REGS); the emulator supplies the length.
+    fn segment_table_load(&mut self, cpu: &mut L2Cpu<'_>, code: u64) -> Flow {
+        use iced_x86::Mnemonic as M;
+        use tdx_model::engine::DescriptorRegister as D;
+        let (table, mnemonic) = if code == exit::LDTR_WRITE {
+            (D::Ldtr, M::Lldt)
+        } else {
+            (D::Tr, M::Ltr)
+        };
+        let insn = self
+            .fetch_instruction(cpu.memory())
+            .filter(|i| i.mnemonic() == mnemonic);
+        let Some(i) = insn else {
+            log::warn!(
+                "L2 {mnemonic:?} at RIP {:#x} not decodable: #GP(0)",
+                self.vmcb.rip()
+            );
+            self.inject(13);
+            return Flow::Resume;
+        };
+        self.run_action(cpu, L2Action::LoadSegmentTable { table }, i.len() as u32)
     }
 
     fn nested_page_fault(&mut self, cpu: &mut L2Cpu<'_>) -> Flow {

@@ -132,6 +132,8 @@ fn svm_name(code: u64) -> &'static str {
         e::GDTR_READ => "GDTR_READ",
         e::LDTR_READ => "LDTR_READ",
         e::TR_READ => "TR_READ",
+        e::LDTR_WRITE => "LDTR_WRITE",
+        e::TR_WRITE => "TR_WRITE",
         e::IDTR_WRITE => "IDTR_WRITE",
         e::GDTR_WRITE => "GDTR_WRITE",
         e::CPUID => "CPUID",

@@ -80,6 +80,8 @@ pub mod exit {
     pub const GDTR_READ: u64 = 0x67;
     pub const LDTR_READ: u64 = 0x68;
     pub const TR_READ: u64 = 0x69;
+    pub const LDTR_WRITE: u64 = 0x6C;
+    pub const TR_WRITE: u64 = 0x6D;
     pub const IDTR_WRITE: u64 = 0x6A;
     pub const GDTR_WRITE: u64 = 0x6B;
     pub const CPUID: u64 = 0x72;
@@ -109,6 +111,8 @@ pub mod misc1 {
     pub const GDTR_READ: u32 = 1 << 7;
     pub const LDTR_READ: u32 = 1 << 8;
     pub const TR_READ: u32 = 1 << 9;
+    pub const LDTR_WRITE: u32 = 1 << 12;
+    pub const TR_WRITE: u32 = 1 << 13;
     pub const IDTR_WRITE: u32 = 1 << 10;
     pub const GDTR_WRITE: u32 = 1 << 11;
     pub const CPUID: u32 = 1 << 18;

@@ -393,6 +393,23 @@ impl L2Cpu<'_> {
                 }
                 step
             }
+            L2Action::LoadSegmentTable { table } => {
+                if self.vmcs(vmcs::SECONDARY_PROC_BASED_CTLS) & c::SECONDARY_DESC_TABLE_EXITING == 0
+                {
+                    return self.complete(len);
+                }
+                // Instruction information bits 29:28 (SDM Vol. 3C §28.2.5).
+                let which = if table == DescriptorRegister::Tr {
+                    3
+                } else {
+                    2
+                };
+                let step = self.exit(reason::LDTR_TR_ACCESS, 0, len);
+                if let Some(RunEnd::ToL1(info)) = &mut self.end {
+                    info.instruction_info = which << 28;
+                }
+                step
+            }
             L2Action::Sti => {
                 if self.regs.rflags & RFLAGS_IF == 0 {
                     self.regs.rflags |= RFLAGS_IF;

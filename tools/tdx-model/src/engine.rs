@@ -103,6 +103,17 @@ pub enum L2Action {
         /// The register stored.
         table: DescriptorRegister,
     },
+    /// `LLDT`/`LTR` (`table` is [`DescriptorRegister::Ldtr`] or
+    /// [`DescriptorRegister::Tr`]). With descriptor-table exiting it exits
+    /// to L1 with reason 47 and instruction information bits 29:28 = 2
+    /// (LLDT) or 3 (LTR) (SDM Vol. 3C §28.2.5); the selector is L2's operand.
+    /// Without exiting it completes without loading anything (the emulator
+    /// only intercepts these instructions while exiting is on, so the CPU
+    /// loads them natively otherwise).
+    LoadSegmentTable {
+        /// LDTR or TR.
+        table: DescriptorRegister,
+    },
     /// `STI`: sets RFLAGS.IF; if IF was 0, interrupts stay blocked until the
     /// next instruction completes (blocking by STI). Length 1.
     Sti,
@@ -146,7 +157,8 @@ impl L2Action {
             L2Action::Hlt | L2Action::Sti | L2Action::Cli => 1,
             L2Action::Vmcall
             | L2Action::LoadDescriptorTable { .. }
-            | L2Action::StoreDescriptorTable { .. } => 3,
+            | L2Action::StoreDescriptorTable { .. }
+            | L2Action::LoadSegmentTable { .. } => 3,
             L2Action::Tdcall => 4,
             L2Action::In { .. } | L2Action::Out { .. } => 2,
             L2Action::SetGpr { .. } => 0,

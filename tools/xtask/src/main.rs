@@ -220,9 +220,7 @@ fn test() -> Result<(), Failure> {
             return Err(Failure(format!("{label} exited with {status}")));
         }
     }
-    let label = format!(
-        "[{total}/{total}] xtask emulator-test + attacks + tee + attacks --linux"
-    );
+    let label = format!("[{total}/{total}] xtask emulator-test + attacks + tee + attacks --linux");
     eprintln!("xtask: {label}");
     let start = Instant::now();
     let result = run::emulator_test_in_suite(60)
