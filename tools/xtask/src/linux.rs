@@ -412,7 +412,18 @@ pub fn run(args: &RunArgs, report: &mut Report) -> Result<(), Failure> {
         "linux.igvm",
     )?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
-    boot(&image, &mrtd, args.timeout(), interactive).map(|_| ())
+    // A foreign initramfs runs its own /init: the run succeeds when Linux
+    // powers the TD off; only the built-in one must answer the shell.
+    let expect_shell = !interactive && args.initrd.is_none();
+    boot_echo(
+        &image,
+        &mrtd,
+        args.timeout(),
+        interactive,
+        true,
+        expect_shell,
+    )
+    .map(|_| ())
 }
 
 /// Builds the paravisor (unless `paravisor` is given) and the IGVM TD of
@@ -626,16 +637,18 @@ fn emulator_path() -> PathBuf {
 /// the run: the emulator's MRTD equals the loader's `mrtd`, the TD ended
 /// with debug-exit 0, and (scripted) the shell answered.
 pub fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<Console, Failure> {
-    boot_echo(image, mrtd, timeout, interactive, true)
+    boot_echo(image, mrtd, timeout, interactive, true, !interactive)
 }
 
-/// [`boot`], printing the console only if `echo`.
+/// [`boot`], printing the console only if `echo`, and requiring the shell's
+/// answer only if `expect_shell`.
 pub fn boot_echo(
     image: &Path,
     mrtd: &str,
     timeout: u64,
     interactive: bool,
     echo: bool,
+    expect_shell: bool,
 ) -> Result<Console, Failure> {
     let qemu_args = crate::run::qemu_base_args(&emulator_path(), image);
     eprintln!(
@@ -668,7 +681,7 @@ pub fn boot_echo(
             run.status.code().unwrap_or(0) >> 1
         )));
     }
-    if !interactive && run.mark(SHELL_ANSWERED).is_none() {
+    if expect_shell && run.mark(SHELL_ANSWERED).is_none() {
         return Err(Failure(
             "the shell never answered the scripted command".into(),
         ));

@@ -99,7 +99,7 @@ pub fn boot_ratio(runs: u32, timeout: u64) -> Result<(), Failure> {
         let mut exits = Vec::new();
         for run in 1..=runs {
             eprintln!("xtask: boot-ratio ({label}) run {run}/{runs}: paravisor in the emulator");
-            let c = linux::boot_echo(&image, &mrtd, timeout, false, false)?;
+            let c = linux::boot_echo(&image, &mrtd, timeout, false, false, true)?;
             para.push(
                 c.mark(SHELL_ANSWERED)
                     .ok_or_else(|| Failure("no shell answer".into()))?,
