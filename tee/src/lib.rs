@@ -101,6 +101,7 @@ pub mod mem;
 pub mod msg;
 pub mod params;
 pub mod platform;
+pub mod sandbox;
 pub mod ta;
 pub mod uuid;
 
