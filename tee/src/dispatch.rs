@@ -404,6 +404,11 @@ impl<P: Platform> Tee<P> {
         &self.limits
     }
 
+    /// Registered TAs.
+    pub fn app_count(&self) -> usize {
+        self.apps.len()
+    }
+
     /// Open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

@@ -872,6 +872,88 @@ impl Sandbox for LoopbackSandbox<'_> {
     }
 }
 
+/// The system calls of an isolated instance: `int 0x80` (the only gate a
+/// ring-3 instance may use) with the number in RAX. Anything else an
+/// instance does that reaches the kernel — any other vector, any other
+/// number — kills it.
+pub mod syscall {
+    /// The software-interrupt vector (DPL 3 gate in the paravisor's IDT).
+    pub const VECTOR: u8 = 0x80;
+    /// The reply is in the message area; the instance continues after the
+    /// `int` with the next request (RAX = 0).
+    pub const REPLY: u64 = 0;
+    /// 32 random bytes from the platform RNG: RAX = 0 and RDI, RSI, RDX, R8
+    /// = four random words, or RAX = 1 if the RNG failed.
+    pub const RANDOM: u64 = 1;
+    /// The instance gives up: RDI = [`EXIT_PANIC`] or
+    /// [`EXIT_OUT_OF_MEMORY`], RSI = length of a message at the start of the
+    /// message area (logged by the kernel, at most [`EXIT_MESSAGE_MAX`]
+    /// bytes). Never returns.
+    pub const EXIT: u64 = 2;
+    /// [`EXIT`] code: the TA panicked.
+    pub const EXIT_PANIC: u64 = 1;
+    /// [`EXIT`] code: the heap ran out while the TA ran.
+    pub const EXIT_OUT_OF_MEMORY: u64 = 2;
+    /// Longest exit message the kernel logs.
+    pub const EXIT_MESSAGE_MAX: usize = 200;
+}
+
+/// The isolation test TA: only its UUID and command numbers. The TA itself
+/// is compiled into the TA runtime only with its `attack-ta` feature, which
+/// only the emulator's test image (`paravisor-boot` feature `test-ta`)
+/// enables; production images do not contain it. Every command except
+/// [`attack_ta::cmd::PING`] and [`attack_ta::cmd::EXHAUST_HEAP`] must kill the instance.
+pub mod attack_ta {
+    use crate::uuid::Uuid;
+
+    /// UUID of the isolation test TA.
+    pub const UUID: Uuid = Uuid::from_fields(
+        0x7e57_1501,
+        0xa77a,
+        0x4c6b,
+        [0x9a, 0x1d, 0x00, 0x7e, 0x57, 0x00, 0x00, 0x01],
+    );
+
+    /// Commands. Each takes its parameters as documented; the attacks
+    /// return only if the isolation failed.
+    pub mod cmd {
+        /// Value out: (0x600D, 1 if the instance got a target address).
+        pub const PING: u32 = 0;
+        /// Value in: address (a = low, b = high half); reads 8 bytes there
+        /// (value out in slot 1 if it ever returns).
+        pub const READ: u32 = 1;
+        /// Reads the victim address the test image passed at start-up (a
+        /// page of another TA instance, by its L1 address).
+        pub const READ_OTHER_TA: u32 = 2;
+        /// Writes to the instance's own code.
+        pub const WRITE_OWN_CODE: u32 = 3;
+        /// Jumps into its own heap (data is never executable).
+        pub const EXECUTE_HEAP: u32 = 4;
+        /// `mov cr3, rax`.
+        pub const MOV_CR3: u32 = 5;
+        /// `wrmsr` of IA32_LSTAR.
+        pub const WRMSR: u32 = 6;
+        /// Divides by zero.
+        pub const DIVIDE_BY_ZERO: u32 = 7;
+        /// Panics.
+        pub const PANIC: u32 = 8;
+        /// `out 0xF4, al` (the emulator's debug-exit port).
+        pub const PORT_IO: u32 = 9;
+        /// `hlt`.
+        pub const HLT: u32 = 10;
+        /// Allocates until the heap is exhausted.
+        pub const EXHAUST_HEAP: u32 = 11;
+        /// An x87 instruction (the FPU state is shared with L2).
+        pub const X87: u32 = 12;
+        /// A system call the kernel does not know.
+        pub const BAD_SYSCALL: u32 = 13;
+        /// Unbounded recursion into the stack guard page.
+        pub const STACK_OVERFLOW: u32 = 14;
+        /// A hand-made reply that breaks the message format.
+        pub const BAD_REPLY: u32 = 15;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

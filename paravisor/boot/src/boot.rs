@@ -6,8 +6,10 @@ use core::fmt;
 
 use alloc::boxed::Box;
 use alloc::vec;
+use alloc::vec::Vec;
 
 use ept::{Authority, Ept, GpaRange, PageState, Policy, SealedKind};
+use lvbs_tee::TrustedApp;
 use paravisor::heki::{HekiConfig, HekiService};
 use paravisor::measure::{AttestHypercalls, MeasureError, SharedMeasurements};
 use paravisor::tee::{Entropy, EntropyError, HwRng, TeeConfig, TeeService};
@@ -287,15 +289,63 @@ impl fmt::Display for TeeStartError {
 pub const TEE_REPORTDATA: [u8; 64] =
     *b"lvbs-tee: sealing measurement (MRTD, RTMR0, RTMR1) at TEE start.";
 
-/// Starts the TEE behind the HEKI service, after the measured boot and
-/// before L2 runs: RNG from `entropy`, measurement from a TDREPORT
-/// (`paravisor::tee::measurement`: MRTD, RTMR0, RTMR1), sealing root derived
-/// from it and the deployer `secret` (empty: none). Returns the measurement.
+/// Makes the TEE's trusted applications from the measurement and the
+/// sealing root (each TA gets only the root key derived for its own UUID).
+pub type MakeApps<'a> = &'a mut dyn FnMut(&[u8; 48], &[u8; 32]) -> Vec<Box<dyn TrustedApp>>;
+
+/// Starts the TEE behind the HEKI service with the in-process built-in TAs
+/// (model tests; the bare-metal binary uses [`start_tee_isolated`]), after
+/// the measured boot and before L2 runs: RNG from `entropy`, measurement
+/// from a TDREPORT (`paravisor::tee::measurement`: MRTD, RTMR0, RTMR1),
+/// sealing root derived from it and the deployer `secret` (empty: none).
+/// Returns the measurement.
 pub fn start_tee<P: Platform>(
     p: &mut P,
     booted: &mut Booted,
     entropy: Box<dyn Entropy>,
     secret: &[u8],
+) -> Result<[u8; 48], TeeStartError> {
+    start_tee_inner(
+        p,
+        booted,
+        entropy,
+        secret,
+        "in-process",
+        |tee, report, rng| tee.start(report, rng, secret),
+    )
+}
+
+/// [`start_tee`] with the TAs `apps` makes (the bare-metal binary: one
+/// isolated ring-3 instance per TA). The in-process TAs are not referenced,
+/// so they are not linked into a binary that only calls this.
+pub fn start_tee_isolated<P: Platform>(
+    p: &mut P,
+    booted: &mut Booted,
+    entropy: Box<dyn Entropy>,
+    secret: &[u8],
+    apps: MakeApps<'_>,
+) -> Result<[u8; 48], TeeStartError> {
+    start_tee_inner(
+        p,
+        booted,
+        entropy,
+        secret,
+        "isolated, ring 3",
+        |tee, report, rng| tee.start_with_apps(report, rng, secret, apps),
+    )
+}
+
+fn start_tee_inner<P: Platform>(
+    p: &mut P,
+    booted: &mut Booted,
+    entropy: Box<dyn Entropy>,
+    secret: &[u8],
+    how: &str,
+    start: impl FnOnce(
+        &mut TeeService<TeeRng, AttestHypercalls<ProbeHypercalls>>,
+        &[u8; 1024],
+        TeeRng,
+    ) -> [u8; 48],
 ) -> Result<[u8; 48], TeeStartError> {
     let rng = HwRng::new(entropy).map_err(TeeStartError::Entropy)?;
     let report = booted
@@ -303,15 +353,17 @@ pub fn start_tee<P: Platform>(
         .borrow_mut()
         .report(p, &TEE_REPORTDATA)
         .map_err(TeeStartError::Report)?;
-    let m = booted.heki.next.start(&report, rng, secret);
+    let m = start(&mut booted.heki.next, &report, rng);
     let hex = |b: &[u8]| {
         b.iter().fold(alloc::string::String::new(), |s, x| {
             s + &alloc::format!("{x:02x}")
         })
     };
     let [mrtd, rtmr0, rtmr1] = paravisor::tee::report_fields(&report);
+    let tas = booted.heki.next.tee().map_or(0, |t| t.app_count());
     log::info!(
-        "TEE: 4 trusted applications on call 0x1FFF0; sealing measurement {} = SHA-384(MRTD {}…, RTMR0 {}…, RTMR1 {}…), {}",
+        "TEE: {tas} trusted applications ({}) on call 0x1FFF0; sealing measurement {} = SHA-384(MRTD {}…, RTMR0 {}…, RTMR1 {}…), {}",
+        how,
         hex(&m),
         hex(&mrtd[..8]),
         hex(&rtmr0[..8]),
