@@ -42,7 +42,9 @@
 //! Slot types are [`ParamType`] codes (GlobalPlatform `TEE_PARAM_TYPE_*`:
 //! 0 none, 1–3 value in/out/inout, 5–7 memref in/out/inout). Memref bytes
 //! (input, and output on success) are at `HEADER_SIZE + i·SLOT_DATA`.
-#![allow(clippy::indexing_slicing)] // every index is into fixed-size arrays below
+// Indexing here is into the fixed-size header array, or into the message
+// area after its length was checked against `MSG_SIZE` (`handle_inner`).
+#![allow(clippy::indexing_slicing)]
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeSet;
