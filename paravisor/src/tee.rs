@@ -382,6 +382,10 @@ pub struct TeeStats {
     pub attr_reads: u64,
 }
 
+/// Makes the TEE's trusted applications from the measurement and the
+/// sealing root ([`TeeService::start_with_apps`]).
+pub type MakeApps<'a> = &'a mut dyn FnMut(&Measurement, &[u8; 32]) -> Vec<Box<dyn TrustedApp>>;
+
 /// The TEE's platform: the RNG, the measurement and the sealing root.
 pub type TeePlatform<R> = StaticPlatform<R>;
 
@@ -453,7 +457,7 @@ impl<R: TryCryptoRng, Next> TeeService<R, Next> {
         report: &[u8; 1024],
         rng: R,
         secret: &[u8],
-        make_apps: &mut dyn FnMut(&Measurement, &[u8; 32]) -> Vec<Box<dyn TrustedApp>>,
+        make_apps: MakeApps<'_>,
     ) -> Measurement {
         let m = measurement_from_report(report);
         let root = sealing_root(&m, secret);

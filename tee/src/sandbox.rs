@@ -1126,7 +1126,8 @@ mod tests {
 
     #[test]
     fn garbage_replies_kill_the_instance() {
-        let cases: [(&str, fn(&mut [u8])); 8] = [
+        type Tamper = fn(&mut [u8]);
+        let cases: [(&str, Tamper); 8] = [
             ("bad magic", |m| m[0] = 0),
             ("bad origin", |m| m[8] = 7),
             ("runtime claims another error", |m| {

@@ -6,13 +6,11 @@ use core::fmt;
 
 use alloc::boxed::Box;
 use alloc::vec;
-use alloc::vec::Vec;
 
 use ept::{Authority, Ept, GpaRange, PageState, Policy, SealedKind};
-use lvbs_tee::TrustedApp;
 use paravisor::heki::{HekiConfig, HekiService};
 use paravisor::measure::{AttestHypercalls, MeasureError, SharedMeasurements};
-use paravisor::tee::{Entropy, EntropyError, HwRng, TeeConfig, TeeService};
+use paravisor::tee::{Entropy, EntropyError, HwRng, MakeApps, TeeConfig, TeeService};
 use paravisor::{setup_l2_vm, MemoryError, Platform, SetupError, StopReason, Vcpu};
 use tdcall::field::td;
 use tdcall::leaves::{TdInfo, VmRd, VpInfo, VpVmcall};
@@ -288,10 +286,6 @@ impl fmt::Display for TeeStartError {
 /// REPORTDATA of the TDREPORT the TEE takes its measurement from.
 pub const TEE_REPORTDATA: [u8; 64] =
     *b"lvbs-tee: sealing measurement (MRTD, RTMR0, RTMR1) at TEE start.";
-
-/// Makes the TEE's trusted applications from the measurement and the
-/// sealing root (each TA gets only the root key derived for its own UUID).
-pub type MakeApps<'a> = &'a mut dyn FnMut(&[u8; 48], &[u8; 32]) -> Vec<Box<dyn TrustedApp>>;
 
 /// Starts the TEE behind the HEKI service with the in-process built-in TAs
 /// (model tests; the bare-metal binary uses [`start_tee_isolated`]), after
