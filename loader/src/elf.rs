@@ -21,6 +21,8 @@ pub struct Segment<'a> {
     pub data: &'a [u8],
     /// Size in memory (≥ `data.len()`).
     pub memsz: u64,
+    /// `p_flags`: `PF_X` 1, `PF_W` 2, `PF_R` 4 (ELF gABI).
+    pub flags: u32,
 }
 
 impl Segment<'_> {
@@ -127,7 +129,13 @@ pub fn load_plan<'a>(elf: &'a [u8], window: Range<u64>) -> Result<LoadPlan<'a>, 
         if paddr < window.start || end > window.end {
             return Err(ElfError::OutOfWindow(i));
         }
-        segments.push(Segment { paddr, data, memsz });
+        let flags = ph.p_flags(e).0;
+        segments.push(Segment {
+            paddr,
+            data,
+            memsz,
+            flags,
+        });
     }
     if segments.is_empty() {
         return Err(ElfError::NoSegments);

@@ -14,8 +14,9 @@ pub const NUM_VCPUS: u32 = 1;
 pub const BOOT_INFO_GPA: u64 = 0x1000;
 /// Lowest GPA of the paravisor's `PT_LOAD` segments.
 pub const PARAVISOR_BASE: u64 = 0x20_0000;
-/// Maximum span of the paravisor image: everything up to the L2 region
-/// (its `.bss` holds the 8 MiB L1 heap).
+/// Maximum span of the paravisor image: everything below [`L2_BASE`]
+/// (its `.bss` holds the 8 MiB L1 heap and the TA instances' memory,
+/// docs/tee.md).
 pub const PARAVISOR_MAX_BYTES: u64 = L2_BASE - PARAVISOR_BASE;
 /// Base of L2 VM #1's region (the probe is linked here).
 pub const L2_BASE: u64 = 0x100_0000;

@@ -51,11 +51,12 @@
 //!   image (the host that loads it) still can. See `docs/tee.md`.
 #![forbid(unsafe_code)]
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt;
 
-use lvbs_tee::{GuestMemory, Limits, Measurement, MemError, StaticPlatform, Tee};
+use lvbs_tee::{GuestMemory, Limits, Measurement, MemError, StaticPlatform, Tee, TrustedApp};
 use rand_core::{TryCryptoRng, TryRng};
 use sha2::{Digest, Sha256, Sha384};
 use tdcall::attr::L2Attr;
@@ -381,6 +382,10 @@ pub struct TeeStats {
     pub attr_reads: u64,
 }
 
+/// Makes the TEE's trusted applications from the measurement and the
+/// sealing root ([`TeeService::start_with_apps`]).
+pub type MakeApps<'a> = &'a mut dyn FnMut(&Measurement, &[u8; 32]) -> Vec<Box<dyn TrustedApp>>;
+
 /// The TEE's platform: the RNG, the measurement and the sealing root.
 pub type TeePlatform<R> = StaticPlatform<R>;
 
@@ -439,6 +444,39 @@ impl<R: TryCryptoRng, Next> TeeService<R, Next> {
         };
         self.tee = Some(Tee::with_builtin_apps(platform, self.config.limits));
         self.measurement = Some(measurement);
+    }
+
+    /// [`Self::start`] with the TAs `make_apps` returns instead of the
+    /// in-process built-ins: it gets the measurement and the sealing root
+    /// (from which it derives each TA's own root key,
+    /// `lvbs_tee::platform::ta_root_key`) — on bare metal, one isolated
+    /// ring-3 instance per TA behind an `lvbs_tee::sandbox::IsolatedApp`.
+    /// A TA whose UUID repeats an earlier one is dropped with a warning.
+    pub fn start_with_apps(
+        &mut self,
+        report: &[u8; 1024],
+        rng: R,
+        secret: &[u8],
+        make_apps: MakeApps<'_>,
+    ) -> Measurement {
+        let m = measurement_from_report(report);
+        let root = sealing_root(&m, secret);
+        let apps = make_apps(&m, &root);
+        let platform = StaticPlatform {
+            rng,
+            measurement: m,
+            sealing_root: root,
+        };
+        let mut tee = Tee::new(platform, self.config.limits);
+        for app in apps {
+            let name = app.name();
+            if tee.register_app(app).is_err() {
+                log::warn!("TEE: TA {name} has a duplicate UUID: not registered");
+            }
+        }
+        self.tee = Some(tee);
+        self.measurement = Some(m);
+        m
     }
 
     /// The measurement sealed data is bound to, once started.

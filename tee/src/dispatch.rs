@@ -141,6 +141,13 @@ pub trait TrustedApp {
     ) -> Result<(), TeeError>;
     /// The session ends; drop its state.
     fn close_session(&mut self, env: &mut TaEnv<'_>, session: u32);
+    /// The origin of the error the last call returned: the TA itself
+    /// (the default), or the TEE when the TA could not run at all — an
+    /// isolated TA that died ([`TeeError::TargetDead`]) or whose runtime ran
+    /// out of memory ([`crate::sandbox::IsolatedApp`]).
+    fn error_origin(&self) -> Origin {
+        Origin::TrustedApp
+    }
 }
 
 /// A refusal with its origin.
@@ -395,6 +402,11 @@ impl<P: Platform> Tee<P> {
     /// The limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Registered TAs.
+    pub fn app_count(&self) -> usize {
+        self.apps.len()
     }
 
     /// Open sessions.
@@ -817,17 +829,22 @@ impl<P: Platform> Tee<P> {
         }
     }
 
-    fn run_app<F>(&mut self, app: usize, f: F) -> Result<(), TeeError>
+    /// Runs `f` on the TA `app`; on error also returns the error's origin
+    /// ([`TrustedApp::error_origin`]).
+    fn run_app<F>(&mut self, app: usize, f: F) -> Result<(), Fail>
     where
         F: FnOnce(&mut dyn TrustedApp, &mut TaEnv<'_>) -> Result<(), TeeError>,
     {
         let measurement = self.platform.measurement();
         let Some(slot) = self.apps.get_mut(app) else {
-            return Err(TeeError::TargetDead);
+            return Err(tee(TeeError::TargetDead));
         };
         let rng: &mut dyn DynRng = self.platform.rng();
         let mut env = TaEnv::new(rng, measurement, &slot.ta_root);
-        f(slot.app.as_mut(), &mut env)
+        f(slot.app.as_mut(), &mut env).map_err(|code| Fail {
+            code,
+            origin: slot.app.error_origin(),
+        })
     }
 
     /// Copies the client parameters into private TA parameters.
@@ -932,7 +949,7 @@ impl<P: Platform> Tee<P> {
         params: &Params,
         bindings: &[Binding],
         raws: &mut [RawParam],
-        res: Result<(), TeeError>,
+        res: Result<(), Fail>,
     ) -> Result<(), Fail> {
         let ta_fail = |code| Fail {
             code,
@@ -943,8 +960,11 @@ impl<P: Platform> Tee<P> {
                 TaParam::Memref(m) => m.dir().is_output() && m.data().len() > m.capacity(),
                 _ => false,
             }),
-            Err(TeeError::ShortBuffer) => true,
-            Err(e) => return Err(ta_fail(e)),
+            Err(Fail {
+                code: TeeError::ShortBuffer,
+                origin: Origin::TrustedApp,
+            }) => true,
+            Err(f) => return Err(f),
         };
         let slots = params.slots().iter().zip(bindings).zip(raws.iter_mut());
         if short {

@@ -21,38 +21,34 @@
 //!
 //! # Isolation of trusted applications
 //!
-//! **Target design.** Each TA runs in its own address space in L1 user mode
-//! (ring 3 of the paravisor, one page table per TA instance, as litebox does
-//! for VTL1), or in a separate L2 VM of the partitioned TD. Either way a TA
-//! bug — memory corruption, a panic, a runaway loop — cannot reach the EPT
-//! state, the paravisor's data, or another TA's secrets, because the
-//! hardware stops it; the TA talks to the core only through copied
-//! parameters. We prefer L1 ring 3 over a separate L2 VM: it needs no second
-//! VM's worth of TDX-module state and keeps an INVOKE to one privilege switch
-//! each way, while the L2 VM option stays open for TAs that need their own
-//! kernel.
+//! **Design.** Each TA runs in its own address space in L1 user mode (ring
+//! 3 of the paravisor, one page table per TA instance, as litebox does for
+//! VTL1), not in a separate L2 VM: that needs no second VM's worth of
+//! TDX-module state and keeps an INVOKE to one privilege switch each way.
 //!
-//! **What this crate enforces today: isolation by ownership.** Each TA is a
-//! single `Box<dyn TrustedApp>` that owns all of its state; there are no
-//! shared mutable globals (`#![forbid(unsafe_code)]`, no `static mut`, no
-//! interior-mutable statics). A TA is called with `&mut self`, a private
-//! copy of its parameters and a [`TaEnv`] that exposes only an RNG, the
-//! measurement and keys derived for *that* TA's UUID — no reference to the
-//! core, to guest memory, to EPT or paravisor types, or to other TAs (the
-//! crate does not even depend on those crates). Sealing and tag keys are
-//! derived from the platform root per TA UUID, so one TA cannot compute
-//! another's keys.
+//! **What this crate provides for it.** [`sandbox`]: the message format
+//! between the core and an isolated instance, the core-side proxy
+//! ([`sandbox::IsolatedApp`], a [`TrustedApp`] that checks every reply
+//! field and turns a dead instance into `TARGET_DEAD` with origin TEE) and
+//! the TA-side loop ([`sandbox::Instance`]). The bare-metal paravisor
+//! (`paravisor-boot`) runs the TA runtime (`tee/runtime`) in ring 3 behind
+//! it, one instance per TA with its own page tables, heap and stack; see
+//! `docs/tee.md` for what the hardware enforces there and the remaining
+//! gaps (no bound on run time).
 //!
-//! **What is not enforced yet.** All TAs share the paravisor's address space
-//! and privilege level. A memory-safety bug in a dependency (the crypto
-//! crates contain `unsafe`) could read or write anything; a TA panic is a
-//! paravisor panic (the bare-metal build aborts); a TA that loops forever
-//! stalls the vCPU; heap use is bounded only by each TA's own caps, not by a
-//! per-TA allocator. There is no hardware isolation until the bare-metal
-//! paravisor runs TAs in ring 3 with their own page tables. The TAs are
-//! written so that guest input cannot make them panic (checked arithmetic,
-//! no unchecked indexing, property tests over random inputs), which is a
-//! mitigation, not a boundary.
+//! **Isolation by ownership** holds in both modes: each TA is a single
+//! object that owns all of its state; there are no shared mutable globals
+//! (`#![forbid(unsafe_code)]`, no `static mut`, no interior-mutable
+//! statics). A TA is called with `&mut self`, a private copy of its
+//! parameters and a [`TaEnv`] that exposes only an RNG, the measurement and
+//! keys derived for *that* TA's UUID — no reference to the core, to guest
+//! memory, to EPT or paravisor types, or to other TAs. Sealing and tag keys
+//! are derived from the platform root per TA UUID, so one TA cannot compute
+//! another's keys; an isolated instance is only ever given its own root.
+//! In-process (host tests, model scenarios, [`Tee::with_builtin_apps`]) this
+//! is the only boundary; the TAs are also written so that guest input
+//! cannot make them panic (checked arithmetic, no unchecked indexing,
+//! property tests over random inputs).
 //!
 //! # Errors and origins
 //!
@@ -71,6 +67,8 @@
 //! | input memref or shm region above its cap | `EXCESS_DATA` | TEE |
 //! | shm cookie already registered | `ACCESS_CONFLICT` | TEE |
 //! | anything the TA returns (incl. `SHORT_BUFFER` with the size written back) | TA's code | TRUSTED_APP |
+//! | an isolated TA died (fault, panic, bad reply), now or before | `TARGET_DEAD` | TEE |
+//! | an isolated TA's heap would not fit the request, or ran out | `OUT_OF_MEMORY` | TEE |
 //!
 //! # Limits
 //!
@@ -101,6 +99,7 @@ pub mod mem;
 pub mod msg;
 pub mod params;
 pub mod platform;
+pub mod sandbox;
 pub mod ta;
 pub mod uuid;
 

@@ -124,8 +124,9 @@ impl TryCryptoRng for TaRng<'_> {}
 
 /// Derives the per-TA root key: HKDF-SHA256 over the platform sealing root
 /// with the TA UUID in the info string, so that no TA can compute another
-/// TA's keys.
-pub(crate) fn ta_root_key(sealing_root: &[u8; 32], ta: &Uuid) -> Zeroizing<[u8; 32]> {
+/// TA's keys. The core derives it; an isolated TA instance receives only its
+/// own ([`crate::sandbox::IsolatedApp::start`]).
+pub fn ta_root_key(sealing_root: &[u8; 32], ta: &Uuid) -> Zeroizing<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(Some(b"lvbs-tee/ta-root/v1"), sealing_root);
     let mut out = Zeroizing::new([0u8; 32]);
     // 32 bytes is far below the HKDF-SHA256 output limit.

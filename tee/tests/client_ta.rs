@@ -586,3 +586,26 @@ fn virtual_hsm_end_to_end() {
         ta_err(TeeError::AccessDenied)
     );
 }
+
+// The same scenarios through isolated-TA proxies and the sandbox message
+// format (lvbs_tee::sandbox), with the TA instances in-process.
+
+#[test]
+fn secure_log_end_to_end_isolated() {
+    isolated(secure_log_end_to_end);
+}
+
+#[test]
+fn key_manager_end_to_end_isolated() {
+    isolated(key_manager_end_to_end);
+}
+
+#[test]
+fn credential_manager_end_to_end_isolated() {
+    isolated(credential_manager_end_to_end);
+}
+
+#[test]
+fn virtual_hsm_end_to_end_isolated() {
+    isolated(virtual_hsm_end_to_end);
+}

@@ -10,7 +10,7 @@ use alloc::vec;
 use ept::{Authority, Ept, GpaRange, PageState, Policy, SealedKind};
 use paravisor::heki::{HekiConfig, HekiService};
 use paravisor::measure::{AttestHypercalls, MeasureError, SharedMeasurements};
-use paravisor::tee::{Entropy, EntropyError, HwRng, TeeConfig, TeeService};
+use paravisor::tee::{Entropy, EntropyError, HwRng, MakeApps, TeeConfig, TeeService};
 use paravisor::{setup_l2_vm, MemoryError, Platform, SetupError, StopReason, Vcpu};
 use tdcall::field::td;
 use tdcall::leaves::{TdInfo, VmRd, VpInfo, VpVmcall};
@@ -287,10 +287,12 @@ impl fmt::Display for TeeStartError {
 pub const TEE_REPORTDATA: [u8; 64] =
     *b"lvbs-tee: sealing measurement (MRTD, RTMR0, RTMR1) at TEE start.";
 
-/// Starts the TEE behind the HEKI service, after the measured boot and
-/// before L2 runs: RNG from `entropy`, measurement from a TDREPORT
-/// (`paravisor::tee::measurement`: MRTD, RTMR0, RTMR1), sealing root derived
-/// from it and the deployer `secret` (empty: none). Returns the measurement.
+/// Starts the TEE behind the HEKI service with the in-process built-in TAs
+/// (model tests; the bare-metal binary uses [`start_tee_isolated`]), after
+/// the measured boot and before L2 runs: RNG from `entropy`, measurement
+/// from a TDREPORT (`paravisor::tee::measurement`: MRTD, RTMR0, RTMR1),
+/// sealing root derived from it and the deployer `secret` (empty: none).
+/// Returns the measurement.
 pub fn start_tee<P: Platform>(
     p: &mut P,
     booted: &mut Booted,
@@ -303,32 +305,60 @@ pub fn start_tee<P: Platform>(
         &mut booted.heki.next,
         entropy,
         secret,
+        "in-process",
+        |tee, report, rng| tee.start(report, rng, secret),
     )
 }
 
-/// Starts `tee` (see [`start_tee`]) with a TDREPORT taken through
-/// `measurements`; the probe and the Linux boot share it.
+/// [`start_tee`] with the TAs `apps` makes (the bare-metal binary: one
+/// isolated ring-3 instance per TA). The in-process TAs are not referenced,
+/// so they are not linked into a binary that only calls this.
+pub fn start_tee_isolated<P: Platform>(
+    p: &mut P,
+    booted: &mut Booted,
+    entropy: Box<dyn Entropy>,
+    secret: &[u8],
+    apps: MakeApps<'_>,
+) -> Result<[u8; 48], TeeStartError> {
+    start_tee_service(
+        p,
+        &booted.measurements,
+        &mut booted.heki.next,
+        entropy,
+        secret,
+        "isolated, ring 3",
+        |tee, report, rng| tee.start_with_apps(report, rng, secret, apps),
+    )
+}
+
+/// Starts `tee` with `start` (in-process or isolated TAs) and a TDREPORT
+/// taken through `measurements`; the probe and the Linux boot share it.
+/// `how` names the TA model in the log.
 pub fn start_tee_service<P: Platform, N>(
     p: &mut P,
     measurements: &SharedMeasurements,
     tee: &mut TeeService<TeeRng, N>,
     entropy: Box<dyn Entropy>,
     secret: &[u8],
+    how: &str,
+    start: impl FnOnce(&mut TeeService<TeeRng, N>, &[u8; 1024], TeeRng) -> [u8; 48],
 ) -> Result<[u8; 48], TeeStartError> {
     let rng = HwRng::new(entropy).map_err(TeeStartError::Entropy)?;
     let report = measurements
         .borrow_mut()
         .report(p, &TEE_REPORTDATA)
         .map_err(TeeStartError::Report)?;
-    let m = tee.start(&report, rng, secret);
+    let m = start(tee, &report, rng);
     let hex = |b: &[u8]| {
         b.iter().fold(alloc::string::String::new(), |s, x| {
             s + &alloc::format!("{x:02x}")
         })
     };
     let [mrtd, rtmr0, rtmr1] = paravisor::tee::report_fields(&report);
+    let tas = tee.tee().map_or(0, |t| t.app_count());
     log::info!(
-        "TEE: 4 trusted applications on call 0x1FFF0; sealing measurement {} = SHA-384(MRTD {}…, RTMR0 {}…, RTMR1 {}…), {}",
+        "TEE: {tas} trusted applications ({}) on call 0x1FFF0; sealing measurement {} = SHA-384(MRTD {}…, RTMR0 {}…, RTMR1 {}…), {}",
+        how,
         hex(&m),
         hex(&mrtd[..8]),
         hex(&rtmr0[..8]),

@@ -17,6 +17,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::dispatch::TrustedApp;
+use crate::uuid::Uuid;
 
 pub mod credential;
 pub mod key_manager;
@@ -33,6 +34,15 @@ pub use key_manager::KeyManager;
 pub use secure_log::SecureLog;
 pub use vhsm::VirtualHsm;
 
+/// UUID and name of the four built-in TAs, in [`builtin`]'s order (what the
+/// paravisor needs to start isolated instances without linking the TAs).
+pub const BUILTIN: [(Uuid, &str); 4] = [
+    (secure_log::UUID, "secure-log"),
+    (key_manager::UUID, "key-manager"),
+    (credential::UUID, "credential-manager"),
+    (vhsm::UUID, "virtual-hsm"),
+];
+
 /// Fresh instances of the four built-in TAs.
 pub fn builtin() -> Vec<Box<dyn TrustedApp>> {
     vec![
@@ -41,4 +51,16 @@ pub fn builtin() -> Vec<Box<dyn TrustedApp>> {
         Box::new(CredentialManager::default()),
         Box::new(VirtualHsm::default()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn builtin_table_matches_the_tas() {
+        let apps = super::builtin();
+        assert_eq!(apps.len(), super::BUILTIN.len());
+        for (app, (uuid, name)) in apps.iter().zip(super::BUILTIN) {
+            assert_eq!((app.uuid(), app.name()), (uuid, name));
+        }
+    }
 }

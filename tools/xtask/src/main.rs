@@ -64,7 +64,12 @@ const BARE_METAL_BINS: &[&str] = &[
     "lvbs-guest-rt",
     "lvbs-tee-guest",
     "lvbs-attest-guest",
+    "lvbs-ta-runtime",
 ];
+
+/// Features the bare-metal clippy run enables, so that test-image-only code
+/// (the isolation test TA and the paravisor's `test-ta` path) is linted too.
+const BARE_METAL_CLIPPY_FEATURES: &str = "lvbs-ta-runtime/attack-ta,paravisor-boot/test-ta";
 
 /// Command-line interface of `cargo xtask`.
 #[derive(Parser)]
@@ -189,6 +194,7 @@ fn test() -> Result<(), Failure> {
     for krate in NO_STD_CRATES.iter().chain(BARE_METAL_BINS) {
         bare_clippy.extend(["-p", krate]);
     }
+    bare_clippy.extend(["--features", BARE_METAL_CLIPPY_FEATURES]);
     bare_clippy.extend(["--", "-D", "warnings"]);
     let steps: [Vec<&str>; 5] = [
         vec!["fmt", "--all", "--", "--check"],

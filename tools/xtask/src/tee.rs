@@ -1,9 +1,11 @@
 //! `cargo xtask tee`: the TEE client scenarios in the emulator.
 //!
-//! 1. Builds `lvbs-tee-guest` for the bare-metal target and boots the
-//!    paravisor with it as L2 (`xtask run --guest`): every TA, the negative
-//!    tests and the round-trip benchmark. The guest prints the key it sealed
-//!    (`tee: sealed-key <hex>`).
+//! 1. Builds `lvbs-tee-guest` and the paravisor's isolation test image
+//!    (`paravisor-boot` with feature `test-ta`: a fifth, attacking TA
+//!    instance; never a production image) for the bare-metal target and
+//!    boots them (`xtask run --guest --paravisor`): every TA, the negative
+//!    tests, the isolation checks and the round-trip benchmark. The guest
+//!    prints the key it sealed (`tee: sealed-key <hex>`).
 //! 2. Patches that blob into a copy of the guest ELF (the slot after
 //!    [`SEALED_IN_MAGIC`]) and boots again. The copy is a different L2
 //!    image, so RTMR1 (where the paravisor measures the L2 kernel) and with
@@ -13,7 +15,8 @@
 //! Counts the `tee: check …` lines of both runs, prints the benchmark
 //! (`emu: mark: …` lines, per round trip) and `tee: N passed, M failed`,
 //! and fails on any failed check, on a failed run, on fewer than
-//! [`MIN_CHECKS`] checks, when the second run's sealing measurement (the
+//! [`MIN_CHECKS`] checks or fewer than [`MIN_ISOLATION_CHECKS`] passed
+//! isolation (`iso_…`) checks, when the second run's sealing measurement (the
 //! paravisor's `TEE: … sealing measurement <hex>` line) equals the first's or
 //! when the cross-measurement check did not pass.
 
@@ -33,6 +36,12 @@ pub const SEALED_IN_MAGIC: &[u8; 24] = b"LVBS-TEE-SEALED-IN-v1\0\0\0";
 pub const SEALED_IN_MAX: usize = 512;
 /// Fewest checks the first run must report.
 pub const MIN_CHECKS: u32 = 40;
+/// Fewest passed isolation checks (`tee: check iso_…`) the first run must
+/// report: 15 attacks plus the state checks around them.
+pub const MIN_ISOLATION_CHECKS: usize = 20;
+/// The paravisor package and the copy of its test image.
+const PARAVISOR_PACKAGE: &str = "paravisor-boot";
+const TEST_PARAVISOR: &str = "paravisor-tee-test";
 /// The second run's check that the blob from the first does not unseal.
 const CROSS_CHECK: &str = "km_unseal_other_measurement";
 
@@ -148,12 +157,46 @@ fn build_guest(root: &Path) -> Result<PathBuf, Failure> {
     Ok(target.join(BARE_METAL_TARGET).join("release").join(BINARY))
 }
 
-fn boot(guest: &Path, timeout: u64, out: &mut TeeRun) -> Result<(), Failure> {
+/// Builds the paravisor's isolation test image (`--features test-ta`) and
+/// copies it beside the production binary, which a later default build
+/// restores.
+fn build_test_paravisor(root: &Path) -> Result<PathBuf, Failure> {
+    let args = [
+        "build",
+        "--release",
+        "--target",
+        BARE_METAL_TARGET,
+        "-p",
+        PARAVISOR_PACKAGE,
+        "--features",
+        "test-ta",
+    ];
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| Failure(format!("could not start cargo: {e}")))?;
+    if !status.success() {
+        return Err(Failure(format!(
+            "building the paravisor test image exited with {status}"
+        )));
+    }
+    let dir = run::target_dir(root)
+        .join(BARE_METAL_TARGET)
+        .join("release");
+    let copy = dir.join(TEST_PARAVISOR);
+    std::fs::copy(dir.join("paravisor"), &copy)
+        .map_err(|e| Failure(format!("cannot copy the paravisor test image: {e}")))?;
+    Ok(copy)
+}
+
+fn boot(guest: &Path, paravisor: &Path, timeout: u64, out: &mut TeeRun) -> Result<(), Failure> {
     let args = RunArgs {
         probe: true,
         guest: Some(guest.to_path_buf()),
         timeout: Some(timeout),
-        paravisor: None,
+        paravisor: Some(paravisor.to_path_buf()),
         cmdline: None,
         initrd: None,
         linux: false,
@@ -168,10 +211,11 @@ pub fn tee(timeout: u64) -> Result<(), Failure> {
     crate::check_target_installed()?;
     run::ensure_qemu()?;
     let guest = build_guest(&root)?;
+    let paravisor = build_test_paravisor(&root)?;
 
     eprintln!("xtask: tee run 1/2: every TA, negative tests, benchmark");
     let mut first = TeeRun::default();
-    let r1 = boot(&guest, timeout, &mut first);
+    let r1 = boot(&guest, &paravisor, timeout, &mut first);
 
     let mut second = TeeRun::default();
     let r2 = match (&r1, &first.sealed) {
@@ -186,7 +230,7 @@ pub fn tee(timeout: u64) -> Result<(), Failure> {
                 "xtask: tee run 2/2: {} (the first run's sealed key patched in: another L2 image, another measurement)",
                 path.display()
             );
-            boot(&path, timeout, &mut second)
+            boot(&path, &paravisor, timeout, &mut second)
         }
         (Ok(()), None) => Err(Failure(
             "the first run printed no `tee: sealed-key` line".into(),
@@ -216,6 +260,16 @@ pub fn tee(timeout: u64) -> Result<(), Failure> {
         return Err(Failure(format!(
             "only {} TEE checks in the first run, at least {MIN_CHECKS} expected",
             first.passed
+        )));
+    }
+    let isolation = first
+        .checks
+        .iter()
+        .filter(|(n, ok)| *ok && n.starts_with("iso_"))
+        .count();
+    if isolation < MIN_ISOLATION_CHECKS {
+        return Err(Failure(format!(
+            "only {isolation} isolation checks passed in the first run, at least {MIN_ISOLATION_CHECKS} expected"
         )));
     }
     if first.measurement.is_none() || first.measurement == second.measurement {

@@ -16,7 +16,9 @@
 //! The 2 MiB page that holds the page below the stack (`__stack_guard`, a hole
 //! in the image) is mapped with 4 KiB pages and the guard left unmapped, so a
 //! stack overflow is a #PF (taken on the IST stack, see `idt`) rather than
-//! silent corruption. GDT slot 0x18 is the TSS, filled in by `idt`.
+//! silent corruption. GDT slot 0x18 is the TSS, filled in by `idt`; 0x28 and
+//! 0x30 are the ring-3 data and 64-bit code segments of the TA instances
+//! (`user`: selectors 0x2B and 0x33).
 
 core::arch::global_asm!(
     r#"
@@ -115,6 +117,8 @@ pv_gdt:
     .quad 0x00CF93000000FFFF
     .quad 0
     .quad 0
+    .quad 0x00CFF3000000FFFF
+    .quad 0x00AFFB000000FFFF
 pv_gdt_end:
     .balign 8
 pv_gdt_ptr:

@@ -1,11 +1,19 @@
 //! L1's IDT: one stub per exception vector 0..31 that reports the vector,
 //! error code, RIP and CR2 on the console, sends ReportFatalError and stops.
-//! L1 never continues after an exception. Interrupts stay disabled (RFLAGS.IF
-//! is 0 from reset and never set), so vectors 32..255 have no gates; a stray
-//! one raises #GP/#NP, which lands here too.
+//! L1 never continues after an exception *of its own*. Interrupts stay
+//! disabled (RFLAGS.IF is 0 from reset and never set), so vectors 32..255
+//! have no gates; a stray one raises #GP/#NP, which lands here too.
 //!
-//! Every gate switches to a separate 16 KiB exception stack (IST1 of a TSS in
-//! GDT slot 0x18), so a stack overflow into the guard page is reported too.
+//! Exceptions raised in ring 3 — by a TA instance (`user`, `sandbox`) —
+//! are not the paravisor's: the common stub tests the CPL of the saved CS
+//! and hands those to `user`'s trap path, which ends the instance's run
+//! instead of the TD. The one gate a ring-3 instance may use itself is the
+//! system call, vector 0x80 (DPL 3, on the TSS.RSP0 stack); every other
+//! gate is DPL 0, so `int n` from ring 3 is #GP.
+//!
+//! Every exception gate switches to a separate 16 KiB exception stack (IST1
+//! of a TSS in GDT slot 0x18), so a stack overflow into the guard page is
+//! reported too.
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
@@ -30,6 +38,8 @@ pv_exception_stubs:
     .endr
 
 pv_exception_common:
+    testb $3, 24(%rsp)
+    jnz pv_user_trap
     movq %rsp, %rdi
     andq $-16, %rsp
     call paravisor_exception
@@ -42,7 +52,8 @@ pv_exception_common:
 
 extern "C" {
     static pv_exception_stubs: u8;
-    /// L1's GDT (entry.rs): null, code 0x08, data 0x10, two zero slots for the TSS.
+    /// L1's GDT (entry.rs): null, code 0x08, data 0x10, two zero slots for
+    /// the TSS, ring-3 data 0x28 and code 0x30.
     static pv_gdt: u8;
 }
 
@@ -50,6 +61,8 @@ extern "C" {
 const TSS_SELECTOR: u16 = 0x18;
 /// Bytes of a 64-bit TSS.
 const TSS_SIZE: usize = 104;
+/// Offset of RSP0 in the TSS (the stack of the ring-3 system-call gate).
+const TSS_RSP0: usize = 0x04;
 /// Offset of IST1 in the TSS.
 const TSS_IST1: usize = 0x24;
 /// Offset of the I/O-map base in the TSS.
@@ -82,6 +95,8 @@ const VECTORS: usize = 32;
 const KERNEL_CS: u64 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate.
 const INTERRUPT_GATE: u64 = 0x8E;
+/// Present, DPL 3, 64-bit interrupt gate (reachable with `int n` from ring 3).
+const USER_INTERRUPT_GATE: u64 = 0xEE;
 
 /// 256 gates of 16 bytes. In `.data` so it can be filled before `.bss` is accepted.
 #[repr(C, align(16))]
@@ -96,10 +111,16 @@ static IDT: Idt = Idt(UnsafeCell::new([0; 512]));
 
 /// The 16-byte gate for a handler at `offset`, on IST1.
 const fn gate(offset: u64) -> [u64; 2] {
+    gate_with(offset, 1, INTERRUPT_GATE)
+}
+
+/// A 16-byte gate: handler `offset`, IST index `ist` (0: TSS.RSP0 on a
+/// privilege change), type and DPL byte `kind`.
+const fn gate_with(offset: u64, ist: u64, kind: u64) -> [u64; 2] {
     let low = (offset & 0xFFFF)
         | (KERNEL_CS << 16)
-        | (1 << 32)
-        | (INTERRUPT_GATE << 40)
+        | (ist << 32)
+        | (kind << 40)
         | (((offset >> 16) & 0xFFFF) << 48);
     [low, offset >> 32]
 }
@@ -118,6 +139,7 @@ fn load_tss() {
         | (((limit >> 16) & 0xF) << 48)
         | (((base >> 24) & 0xFF) << 56);
     let mut bytes = [0u8; TSS_SIZE];
+    bytes[TSS_RSP0..TSS_RSP0 + 8].copy_from_slice(&super::user::trap_stack_top().to_le_bytes());
     bytes[TSS_IST1..TSS_IST1 + 8].copy_from_slice(&ist1.to_le_bytes());
     bytes[TSS_IOMAP..TSS_IOMAP + 2].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
     let gdt = (&raw const pv_gdt).cast::<u64>().cast_mut();
@@ -144,6 +166,10 @@ pub fn load() {
         table[2 * v] = low;
         table[2 * v + 1] = high;
     }
+    let v = usize::from(lvbs_tee::sandbox::syscall::VECTOR);
+    let [low, high] = gate_with(super::user::syscall_stub(), 0, USER_INTERRUPT_GATE);
+    table[2 * v] = low;
+    table[2 * v + 1] = high;
     // SAFETY: `idt` is the IDT static; nothing else accesses it while it is
     // written (exceptions cannot use it before LIDT below).
     unsafe { idt.write(table) };

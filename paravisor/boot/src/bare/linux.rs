@@ -75,12 +75,15 @@ pub fn maybe_boot(platform: &mut TdPlatform, image: &L1Image, pages: L1Pages) {
     booted.handlers.xsetbv = Some(native_xsetbv);
     let entropy = super::rng::CpuEntropy::detect();
     let secret = super::rng::deployer_secret();
+    let mut make_apps = super::sandbox::isolated_apps;
     if let Err(e) = boot::start_tee_service(
         platform,
         &booted.measurements,
         &mut booted.handlers.inner.next,
         alloc::boxed::Box::new(entropy),
         &secret,
+        "isolated, ring 3",
+        |tee, report, rng| tee.start_with_apps(report, rng, &secret, &mut make_apps),
     ) {
         log::error!("TEE not started ({e}): call 0x1FFF0 answers -EOPNOTSUPP");
     }

@@ -1,8 +1,9 @@
 //! Everything that only exists on bare metal. `unsafe` is confined to
 //! [`entry`] (the 32-bit entry), [`idt`] (IDT fill and LIDT), [`heap`]
 //! (allocator init), [`phys`] (raw memory by GPA, `.bss` zeroing, RDMSR
-//! of the shared syscall MSRs), [`rng`] (RDRAND/RDSEED for the TEE) and
-//! [`linux`] (RDTSC, XSETBV).
+//! of the shared syscall MSRs), [`rng`] (RDRAND/RDSEED for the TEE),
+//! [`linux`] (RDTSC, XSETBV), [`user`] (the ring-3 entry and trap path,
+//! CR0.TS) and [`sandbox`] (TA instance memory, page tables, CR3).
 
 mod console;
 mod entry;
@@ -12,6 +13,8 @@ mod linux;
 mod panic;
 mod phys;
 mod rng;
+mod sandbox;
+mod user;
 
 use core::fmt::Write;
 
@@ -83,11 +86,13 @@ fn main(gpaw: u64) -> ! {
     let (rdrand, rdseed) = entropy.available();
     log::info!("CPU entropy: RDRAND {rdrand}, RDSEED {rdseed}");
     let secret = rng::deployer_secret();
-    if let Err(e) = boot::start_tee(
+    let mut make_apps = sandbox::isolated_apps;
+    if let Err(e) = boot::start_tee_isolated(
         &mut platform,
         &mut booted,
         alloc::boxed::Box::new(entropy),
         &secret,
+        &mut make_apps,
     ) {
         log::error!("TEE not started ({e}): call 0x1FFF0 answers -EOPNOTSUPP");
     }

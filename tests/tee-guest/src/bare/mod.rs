@@ -8,7 +8,10 @@
 //!    manager, virtual HSM — each with its negative tests (wrong session,
 //!    oversize buffer, and the TA's own: tampered log chain, tampered sealed
 //!    blob, lockout, login);
-//! 3. the benchmark: the probe echo (a bare L2 → L1 → L2 VMCALL) and a
+//! 3. isolation ([`isolation`]): the test image's isolation test TA attacks
+//!    the paravisor, its own code and another TA from ring 3; each attack
+//!    must end only that instance, and the other TAs keep their state;
+//! 4. the benchmark: the probe echo (a bare L2 → L1 → L2 VMCALL) and a
 //!    no-op INVOKE_COMMAND (vHSM GET_INFO), each N times between two writes
 //!    to the emulator's statistics-mark port.
 //!
@@ -22,6 +25,7 @@
 //! at 0x1F_0000), heap at [`HEAP_OFFSET`], the client's scratch area at
 //! [`SCRATCH_OFFSET`], shared buffers at [`SHARED_OFFSET`].
 
+mod isolation;
 mod tas;
 mod transport;
 
@@ -223,6 +227,7 @@ fn main(boot: guest_rt::Boot) -> ! {
     tas::credential_manager(&mut ctx);
     tas::virtual_hsm(&mut ctx);
     shared_memory_checks(&mut ctx, &layout);
+    isolation::isolation(&mut ctx);
     bench(&mut ctx);
     say!("{} VMCALLs issued", ctx.transport_mut().calls);
     finish(0)
