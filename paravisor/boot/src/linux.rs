@@ -84,6 +84,11 @@ pub const BOOT_CS: u16 = 0x10;
 pub const BOOT_DS: u16 = 0x18;
 /// TSS selector.
 pub const BOOT_TSS: u16 = 0x20;
+/// TD memory at the top kept for L1: its heap grows into it (page-state
+/// map, module validation, the TEE). Not in the e820 map, never aliased to
+/// L2, and private to every HEKI/TEE call. The loader leaves the top 64 MiB
+/// of a Linux TD free of images.
+pub const L1_HEAP_EXTENSION: u64 = 16 << 20;
 /// Cap on TDG.VP.ENTER calls of a Linux run.
 pub const MAX_ENTRIES: u64 = 1 << 40;
 
@@ -92,6 +97,9 @@ pub const MAX_ENTRIES: u64 = 1 << 40;
 pub struct LinuxLayout {
     /// Private memory of the TD.
     pub td_memory: u64,
+    /// `[start, end)` at the top of the TD that L1 keeps for its heap
+    /// ([`L1_HEAP_EXTENSION`]).
+    pub l1_heap: (u64, u64),
     /// First GPA of the L2 region (the kernel's load address).
     pub l2_base: u64,
     /// The kernel's 64-bit entry (`startup_64`).
@@ -136,13 +144,19 @@ pub fn validate(bi: &BootInfo, l1: &L1Image) -> Result<LinuxLayout, BootInfoErro
         base,
     )?;
     check(
+        mem >= base + 2 * L1_HEAP_EXTENSION,
+        "td_memory_bytes (room for L2 and L1's heap extension)",
+        mem,
+    )?;
+    let heap = mem - L1_HEAP_EXTENSION;
+    check(
         bi.l2_size == mem - base,
         "l2_size (the region runs to the end of memory)",
         bi.l2_size,
     )?;
     check(
-        bi.l2_image_end > base && bi.l2_image_end <= mem,
-        "l2_image_end",
+        bi.l2_image_end > base && bi.l2_image_end <= heap,
+        "l2_image_end (below L1's heap extension)",
         bi.l2_image_end,
     )?;
     check(
@@ -160,7 +174,7 @@ pub fn validate(bi: &BootInfo, l1: &L1Image) -> Result<LinuxLayout, BootInfoErro
             return check(gpa == 0, what, gpa).map(|()| None);
         }
         let end = gpa.saturating_add(size);
-        check(gpa >= bi.l2_image_end && end <= mem, what, gpa)?;
+        check(gpa >= bi.l2_image_end && end <= heap, what, gpa)?;
         Ok(Some((gpa, size)))
     };
     let cmdline = blob(
@@ -174,6 +188,7 @@ pub fn validate(bi: &BootInfo, l1: &L1Image) -> Result<LinuxLayout, BootInfoErro
     }
     Ok(LinuxLayout {
         td_memory: mem,
+        l1_heap: (heap, mem),
         l2_base: base,
         entry: bi.l2_entry,
         image_end: bi.l2_image_end,
@@ -193,7 +208,8 @@ pub fn e820(l: &LinuxLayout) -> Vec<E820Entry> {
         e(0, LOW_RAM.0, E820_RESERVED),
         e(LOW_RAM.0, LOW_RAM.1, E820_RAM),
         e(LOW_RAM.1, 0x10_0000, E820_RESERVED),
-        e(l.l2_base, l.td_memory, E820_RAM),
+        e(l.l2_base, l.l1_heap.0, E820_RAM),
+        e(l.l1_heap.0, l.l1_heap.1, E820_RESERVED),
     ])
 }
 
@@ -339,7 +355,7 @@ pub fn l2_ranges(l: &LinuxLayout) -> [(u64, u64); 3] {
     [
         (0, BOOT_INFO_GPA),
         (BOOT_INFO_GPA + PAGE_SIZE, 0x10_0000),
-        (l.l2_base, l.td_memory),
+        (l.l2_base, l.l1_heap.0),
     ]
 }
 
@@ -461,22 +477,24 @@ pub type LinuxService = HekiService<
 /// once, which the 8 MiB L1 heap affords at this size.
 pub const LINUX_MAX_MODULE_BYTES: usize = 1 << 20;
 
-/// The paravisor's ranges inside the Linux TD's GPA space: the BootInfo page
-/// and everything between 1 MiB and the L2 region (L1's image, heap,
-/// stacks, vAPIC page and ENTER buffer live there; none of it is L2's).
+/// The paravisor's ranges inside the Linux TD's GPA space: the BootInfo page,
+/// everything between 1 MiB and the L2 region (L1's image, heap, stacks,
+/// vAPIC page and ENTER buffer live there; none of it is L2's), and L1's
+/// heap extension at the top.
 pub fn private_ranges(l: &LinuxLayout) -> Vec<(u64, u64)> {
     alloc::vec![
         (BOOT_INFO_GPA, BOOT_INFO_GPA + PAGE_SIZE),
         (0x10_0000, l.l2_base),
+        l.l1_heap,
     ]
 }
 
-/// The HEKI configuration of a Linux L2: every GPA below the TD's end is
-/// L2's except [`private_ranges`]; modules up to
+/// The HEKI configuration of a Linux L2: every GPA below L1's heap extension
+/// is L2's except [`private_ranges`]; modules up to
 /// [`LINUX_MAX_MODULE_BYTES`]; the rest as [`HekiConfig::new`] (unprotected
 /// memory loses supervisor execute at the end of boot).
 pub fn heki_config(l: &LinuxLayout) -> HekiConfig {
-    let mut c = HekiConfig::new(L2Vm::Vm1, (0, l.td_memory), private_ranges(l));
+    let mut c = HekiConfig::new(L2Vm::Vm1, (0, l.l1_heap.0), private_ranges(l));
     c.max_module_bytes = LINUX_MAX_MODULE_BYTES;
     c.limits.max_blob_bytes = LINUX_MAX_MODULE_BYTES;
     c
@@ -799,7 +817,10 @@ mod tests {
             u32::from_le_bytes(zp[0x218..0x21C].try_into().unwrap()),
             INITRD_AT as u32
         );
-        assert_eq!(zp[0x1E8], 4);
+        assert_eq!(
+            zp[0x1E8], 5,
+            "e820 entries (the last one reserves L1's heap extension)"
+        );
         assert_eq!(u64::from_le_bytes(zp[0x70..0x78].try_into().unwrap()), ACPI);
         let mut cl = [0u8; 16];
         t.read(CMDLINE, &mut cl).unwrap();
@@ -807,9 +828,14 @@ mod tests {
         assert_eq!(cl[13], 0, "NUL-terminated");
         // L2's memory is aliased; BootInfo and the paravisor are not.
         let full = L2Attr::VALID | L2Attr::R | L2Attr::W | L2Attr::XS | L2Attr::XU;
-        for gpa in [0, 0x2000, ZERO_PAGE, BASE, INITRD_AT, 64 * MIB - 0x1000] {
+        let heap = 64 * MIB - L1_HEAP_EXTENSION;
+        for gpa in [0, 0x2000, ZERO_PAGE, BASE, INITRD_AT, heap - 0x1000] {
             assert_eq!(t.0.page_attr(gpa, L2Vm::Vm1), full, "{gpa:#x}");
         }
+        assert!(
+            !t.0.page_attr(heap, L2Vm::Vm1).contains(L2Attr::VALID),
+            "L1's heap extension has no L2 alias"
+        );
         for gpa in [BOOT_INFO_GPA, L1.start, PAGES.vapic_gpa] {
             assert!(
                 !t.0.page_attr(gpa, L2Vm::Vm1).contains(L2Attr::VALID),

@@ -1,15 +1,16 @@
-//! The heap: a buddy allocator over an 8 MiB region in `.bss`.
-//!
-//! 8 MiB holds the HEKI page-state map of a 256 MiB Linux TD once the end of
-//! boot has made every page kernel data (one map entry per 4 KiB page), next
-//! to a module validation of up to `LINUX_MAX_MODULE_BYTES`.
+//! The heap: a buddy allocator over a 2 MiB region in `.bss`, which the
+//! Linux boot extends with accepted TD memory at the top of the TD
+//! ([`extend`], `paravisor_boot::linux::L1_HEAP_EXTENSION`): the HEKI
+//! page-state map of a 256 MiB TD (one entry per 4 KiB page once the end of
+//! boot has swept it) and a module validation of up to
+//! `LINUX_MAX_MODULE_BYTES` do not fit in the image's window below L2.
 
 use core::cell::UnsafeCell;
 
 use buddy_system_allocator::LockedHeap;
 
 /// Heap bytes.
-pub const HEAP_SIZE: usize = 8 << 20;
+pub const HEAP_SIZE: usize = 2 << 20;
 
 #[repr(C, align(4096))]
 struct HeapSpace(UnsafeCell<[u8; HEAP_SIZE]>);
@@ -32,4 +33,21 @@ pub fn init() -> u64 {
     // allocation.
     unsafe { ALLOCATOR.lock().init(start, HEAP_SIZE) };
     start as u64
+}
+
+/// Adds `[start, end)` to the heap.
+///
+/// # Safety
+///
+/// The range must be accepted, identity-mapped private memory that nothing
+/// else uses — not L2's (no alias), not the image's — for the rest of the run.
+pub unsafe fn extend(start: u64, end: u64) {
+    // SAFETY: the caller guarantees the range is free, mapped memory of L1.
+    unsafe { ALLOCATOR.lock().add_to_heap(start as usize, end as usize) };
+}
+
+/// Bytes the heap manages, and bytes allocated (buddy blocks, as rounded).
+pub fn usage() -> (usize, usize) {
+    let heap = ALLOCATOR.lock();
+    (heap.stats_total_bytes(), heap.stats_alloc_actual())
 }

@@ -51,6 +51,17 @@ pub fn maybe_boot(platform: &mut TdPlatform, image: &L1Image, pages: L1Pages) {
     let booted = linux::identify(platform, image).and_then(|(info, layout)| {
         let (start, end) = linux::l1_window(&layout);
         platform.allow(start, end);
+        let (heap_start, heap_end) = layout.l1_heap;
+        paravisor_boot::memory::accept_range(platform, heap_start, heap_end)
+            .map_err(BootError::Accept)?;
+        // SAFETY: the range is accepted, identity-mapped (L1's map covers the
+        // first 1 GiB), never aliased to L2 (outside `l2_ranges`, private to
+        // HEKI and the TEE) and outside the image: only the heap uses it.
+        unsafe { super::heap::extend(heap_start, heap_end) };
+        log::info!(
+            "L1 heap extended by {} MiB at {heap_start:#x}..{heap_end:#x}",
+            (heap_end - heap_start) >> 20
+        );
         linux::prepare(platform, info, layout, pages).map_err(|e| match e {
             linux::LinuxBootError::Boot(b) => b,
             other => {
@@ -88,6 +99,12 @@ pub fn maybe_boot(platform: &mut TdPlatform, image: &L1Image, pages: L1Pages) {
         log::error!("TEE not started ({e}): call 0x1FFF0 answers -EOPNOTSUPP");
     }
     let stop = linux::run(platform, &mut booted);
+    let (total, used) = super::heap::usage();
+    log::info!(
+        "L1 heap: {} KiB of {} KiB allocated at the end",
+        used >> 10,
+        total >> 10
+    );
     // HLT with interrupts off is how Linux powers off without ACPI sleep
     // registers ("reboot: Power down"): nothing can wake it, the run is over.
     let value = if stop == StopReason::Halted {
