@@ -179,3 +179,29 @@ mod tests {
         );
     }
 }
+
+/// Builds the Linux user-space TEE client (`tests/tee-linux`) as a static
+/// x86-64 Linux executable (glibc, `crt-static`) in its own target
+/// directory, so that its flags do not disturb the workspace's builds;
+/// returns the binary's path.
+pub fn build_tee_client() -> Result<PathBuf, Failure> {
+    let target_dir = linux::cache_dir().join("tee-linux-target");
+    eprintln!("xtask: building tests/tee-linux (static, x86_64-unknown-linux-gnu)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    linux::sh(
+        Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "lvbs-tee-linux",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .current_dir(workspace_root()),
+        "cargo build -p lvbs-tee-linux",
+    )?;
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release/lvbs-tee-client"))
+}

@@ -2,8 +2,10 @@
 //! runs the LVBS boot sequence with the guest-side HEKI client, validates a
 //! Debian-signed module (and refuses a tampered copy), then replays the LVBS
 //! KUnit attacks and LKDTM's permission tests from inside Linux
-//! (`tests/linux-guest`, docs/linux.md). It ends with
-//! `attacks: N blocked, 0 allowed` or fails.
+//! (`tests/linux-guest`, docs/linux.md), and finally runs the TEE client
+//! scenarios from Linux user space through `/dev/lvbs_tee`
+//! (`tests/tee-linux`, docs/tee.md). It ends with `tee: N passed, 0 failed`
+//! and `attacks: N blocked, 0 allowed`, or fails.
 
 use crate::guest_modules::{self, GuestModules};
 use crate::linux::{self, DebianKernel};
@@ -58,6 +60,8 @@ insmod /lvbs/lvbs_attacks.ko \
 echo 1 > /sys/module/lvbs_heki/parameters/end_of_boot || echo "lvbs-tdx: end of boot FAILED"
 # A child process writes the trigger: the user-memory attacks borrow its mm.
 sh -c 'echo 1 > /sys/module/lvbs_attacks/parameters/run'
+echo "lvbs-tdx: the TEE from user space"
+/lvbs/lvbs-tee-client || echo "lvbs-tdx: lvbs-tee-client FAILED"
 echo "{marker}: $(uname -r), attacks done, uptime $(cut -d' ' -f1 /proc/uptime) s"
 cttyhack sh
 echo "lvbs-tdx: the shell exited, powering off"
@@ -66,6 +70,21 @@ poweroff -f
 "#,
         marker = linux::USERSPACE_MARKER
     )
+}
+
+/// Fewest checks the Linux TEE client must pass (every TA block).
+pub const MIN_TEE_CHECKS: u32 = 40;
+
+/// `(passed, failed)` of the TEE client's `tee: done, N passed, M failed`.
+pub fn tee_summary(lines: &[String]) -> Option<(u32, u32)> {
+    lines.iter().rev().find_map(|l| {
+        let rest = l.split("tee: done, ").nth(1)?;
+        let mut words = rest.split_whitespace();
+        let passed = words.next()?.parse().ok()?;
+        words.next()?; // "passed,"
+        let failed = words.next()?.parse().ok()?;
+        Some((passed, failed))
+    })
 }
 
 /// Counts of one run.
@@ -134,6 +153,7 @@ pub fn attacks_in_suite(timeout: u64) -> Result<(), Failure> {
 pub fn attacks(timeout: u64) -> Result<(), Failure> {
     let k: DebianKernel = linux::debian_kernel()?;
     let GuestModules { heki, attacks } = guest_modules::build(&k)?;
+    let tee_client = guest_modules::build_tee_client()?;
     let vmlinux = linux::vmlinux(&k.image)?;
     let certs = guest_modules::kernel_certificates(&vmlinux);
     if certs.is_empty() {
@@ -155,6 +175,7 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
         std::fs::read(p).map_err(|e| Failure(format!("{}: {e}", p.display())))
     };
     let (heki_ko, attacks_ko, test_ko) = (read(&heki)?, read(&attacks)?, read(&test_path)?);
+    let tee_bin = read(&tee_client)?;
     let certs_der = certs.concat();
     eprintln!(
         "xtask: {} ({}): {} built-in certificate(s), test module {test_name} ({} bytes, Debian-signed)",
@@ -170,6 +191,7 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
             ("lvbs/lvbs_attacks.ko", 0o644, &attacks_ko),
             ("lvbs/system_certs.der", 0o644, &certs_der),
             (&test_file, 0o644, &test_ko),
+            ("lvbs/lvbs-tee-client", 0o755, &tee_bin),
         ],
         &init_script(test_name),
     )?;
@@ -197,6 +219,14 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
     {
         problems.push(format!("the Debian-signed {test_name} was not accepted"));
     }
+    let tee = tee_summary(&lines);
+    match tee {
+        Some((passed, 0)) if passed >= MIN_TEE_CHECKS => {}
+        Some((passed, failed)) => problems.push(format!(
+            "the Linux TEE client: {passed} passed, {failed} failed (at least {MIN_TEE_CHECKS} must pass)"
+        )),
+        None => problems.push("the Linux TEE client printed no summary".into()),
+    }
     let t = tally(&lines);
     let total = t.blocked + t.allowed + t.errors;
     eprintln!(
@@ -215,6 +245,9 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
     if t.errors > 0 {
         problems.push(format!("{} attack(s) could not run", t.errors));
     }
+    if let Some((passed, failed)) = tee {
+        println!("tee: {passed} passed, {failed} failed (Linux user space)");
+    }
     println!("attacks: {} blocked, {} allowed", t.blocked, t.allowed);
     if t.allowed > 0 {
         problems.push(format!("{} attack(s) ALLOWED", t.allowed));
@@ -229,6 +262,16 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_tee_summary() {
+        let lines = vec![
+            "tee: check km_sign: PASS".to_string(),
+            "tee: done, 64 passed, 1 failed".to_string(),
+        ];
+        assert_eq!(tee_summary(&lines), Some((64, 1)));
+        assert_eq!(tee_summary(&lines[..1]), None);
+    }
 
     #[test]
     fn tallies_attack_and_violation_lines() {

@@ -26,14 +26,11 @@
 //! [`SCRATCH_OFFSET`], shared buffers at [`SHARED_OFFSET`].
 
 mod isolation;
-mod tas;
 mod transport;
-
-use core::fmt;
 
 use guest_rt::checks::{check, finish};
 use guest_rt::{cpu, fault, say};
-use lvbs_tee::client::{ClientError, ClientParam as P, Context, Operation, Session};
+use lvbs_tee::client::{ClientParam as P, Context, Operation};
 use lvbs_tee::msg::{cmd, smc, Direction, MsgArg, MsgHeader, MsgParam, OPTEE_MESSAGE_FUNC_ID};
 use lvbs_tee::ta::vhsm;
 use lvbs_tee::{Origin, TeeError, Uuid};
@@ -70,98 +67,17 @@ extern "C" {
 
 type Ctx = Context<Vmcall>;
 
-/// Where the guest's regions are.
-#[derive(Clone, Copy, Debug)]
-pub struct Layout {
-    /// L2 base.
-    pub base: u64,
-    /// Scratch area.
-    pub scratch: u64,
-    /// Shared buffers.
-    pub shared: u64,
-}
+pub use lvbs_tee_scenarios::{check_err, check_ok, invoke, none, open, tas, Hex, Layout, E};
 
-/// Lowercase hex of bytes.
-pub struct Hex<'a>(pub &'a [u8]);
-
-impl fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-/// An error as `CODE/ORIGIN`.
-pub struct E(pub ClientError);
-
-impl fmt::Display for E {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}/{:?}", self.0.code, self.0.origin)
-    }
-}
-
-impl fmt::Debug for E {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// `TEEC_InvokeCommand` with four parameters; the operation after success.
-pub fn invoke(
-    ctx: &mut Ctx,
-    s: &Session,
-    command: u32,
-    params: [P; 4],
-) -> Result<Operation, ClientError> {
-    let mut o = Operation::new(params);
-    ctx.invoke_command(s, command, &mut o).map(|()| o)
-}
-
-/// A check that `r` failed with `code` from `origin`.
-pub fn check_err<T>(name: &str, r: Result<T, ClientError>, code: TeeError, origin: Origin) {
-    match r {
-        Err(e) => check(
-            name,
-            e.code == code && e.origin == origin,
-            format_args!("{} (expected {code:?}/{origin:?})", E(e)),
-        ),
-        Ok(_) => check(
-            name,
-            false,
-            format_args!("succeeded, expected {code:?}/{origin:?}"),
-        ),
-    };
-}
-
-/// A check that `r` succeeded; returns the value.
-pub fn check_ok<T>(name: &str, r: Result<T, ClientError>, detail: &str) -> Option<T> {
-    match r {
-        Ok(v) => {
-            check(name, true, format_args!("{detail}"));
-            Some(v)
-        }
-        Err(e) => {
-            check(name, false, format_args!("{}", E(e)));
-            None
-        }
-    }
-}
-
-/// Opens a session with public login.
-pub fn open(ctx: &mut Ctx, name: &str, ta: &Uuid) -> Option<Session> {
-    check_ok(
-        name,
-        ctx.open_session(ta, &mut Operation::default()),
-        "session opened",
-    )
-}
-
-/// `P::None`.
-pub fn none() -> P {
-    P::None
-}
+/// The scenarios' results go to the guest runtime's console and counters.
+static SINK: lvbs_tee_scenarios::Sink = lvbs_tee_scenarios::Sink {
+    check,
+    say: |a| say!("{a}"),
+};
 
 fn main(boot: guest_rt::Boot) -> ! {
     guest_rt::console::set_prefix("tee");
+    lvbs_tee_scenarios::set_sink(&SINK);
     let base = boot.l2_base;
     // SAFETY: the heap range lies inside the L2 region, above the image
     // (checked below before anything allocates) and below the scratch area;

@@ -3,17 +3,21 @@
 
 use alloc::vec::Vec;
 
-use guest_rt::checks::check;
-use guest_rt::say;
-use lvbs_tee::client::{ClientParam as P, Session};
+use lvbs_tee::client::{ClientParam as P, Context, Session, Transport};
 use lvbs_tee::msg::{login, Direction};
 use lvbs_tee::ta::{credential, key_manager as km, secure_log as slog, vhsm};
 use lvbs_tee::{Limits, Origin, TeeError, Uuid};
 
-use super::{check_err, check_ok, invoke, none, open, Ctx, Hex, Layout, E};
+use crate::{check, check_err, check_ok, invoke, none, open, say, Hex, Layout, E};
 
 /// A session that no longer (or never) exists.
-fn wrong_session(ctx: &mut Ctx, name: &str, closed: u32, command: u32, params: [P; 4]) {
+fn wrong_session<T: Transport>(
+    ctx: &mut Context<T>,
+    name: &str,
+    closed: u32,
+    command: u32,
+    params: [P; 4],
+) {
     check_err(
         name,
         invoke(ctx, &Session::from_raw(closed), command, params),
@@ -24,8 +28,8 @@ fn wrong_session(ctx: &mut Ctx, name: &str, closed: u32, command: u32, params: [
 
 /// An input memref one byte above the core's cap (64 KiB), through
 /// registered shared memory (the scratch area's bounce buffer is smaller).
-fn oversize_buffer(
-    ctx: &mut Ctx,
+fn oversize_buffer<T: Transport>(
+    ctx: &mut Context<T>,
     layout: &Layout,
     name: &str,
     s: &Session,
@@ -51,7 +55,7 @@ fn oversize_buffer(
 /// Secure log: append, head, export, verify the chain outside the TEE,
 /// detect a tampered and a truncated copy, TA-side verify, short buffer,
 /// oversize record and buffer, wrong session.
-pub fn secure_log(ctx: &mut Ctx, layout: &Layout) {
+pub fn secure_log<T: Transport>(ctx: &mut Context<T>, layout: &Layout) {
     let Some(s) = open(ctx, "log_open", &slog::UUID) else {
         return;
     };
@@ -194,7 +198,7 @@ pub fn secure_log(ctx: &mut Ctx, layout: &Layout) {
     }
 }
 
-fn km_generate(ctx: &mut Ctx, s: &Session, kind: u32) -> Option<u32> {
+fn km_generate<T: Transport>(ctx: &mut Context<T>, s: &Session, kind: u32) -> Option<u32> {
     invoke(
         ctx,
         s,
@@ -206,7 +210,7 @@ fn km_generate(ctx: &mut Ctx, s: &Session, kind: u32) -> Option<u32> {
     .map(|v| v.0)
 }
 
-fn km_sign(ctx: &mut Ctx, s: &Session, h: u32, msg: &[u8]) -> Option<Vec<u8>> {
+fn km_sign<T: Transport>(ctx: &mut Context<T>, s: &Session, h: u32, msg: &[u8]) -> Option<Vec<u8>> {
     invoke(
         ctx,
         s,
@@ -217,8 +221,8 @@ fn km_sign(ctx: &mut Ctx, s: &Session, h: u32, msg: &[u8]) -> Option<Vec<u8>> {
     .map(|o| o.params[2].output().to_vec())
 }
 
-fn km_verify(
-    ctx: &mut Ctx,
+fn km_verify<T: Transport>(
+    ctx: &mut Context<T>,
     s: &Session,
     h: u32,
     msg: &[u8],
@@ -233,7 +237,7 @@ fn km_verify(
     .map(|_| ())
 }
 
-fn km_seal(ctx: &mut Ctx, s: &Session, h: u32) -> Option<Vec<u8>> {
+fn km_seal<T: Transport>(ctx: &mut Context<T>, s: &Session, h: u32) -> Option<Vec<u8>> {
     invoke(
         ctx,
         s,
@@ -244,8 +248,8 @@ fn km_seal(ctx: &mut Ctx, s: &Session, h: u32) -> Option<Vec<u8>> {
     .map(|o| o.params[1].output().to_vec())
 }
 
-fn km_unseal(
-    ctx: &mut Ctx,
+fn km_unseal<T: Transport>(
+    ctx: &mut Context<T>,
     s: &Session,
     blob: &[u8],
 ) -> Result<u32, lvbs_tee::client::ClientError> {
@@ -262,7 +266,7 @@ fn km_unseal(
 /// sign/verify, encrypt/decrypt through shared memory, per-client key
 /// isolation, sealing (same image unseals, tampered blob refused), oversize
 /// buffer, wrong session. Prints the sealed blob for the second run.
-pub fn key_manager(ctx: &mut Ctx, layout: &Layout) {
+pub fn key_manager<T: Transport>(ctx: &mut Context<T>, layout: &Layout) {
     let Some(s) = open(ctx, "km_open", &km::UUID) else {
         return;
     };
@@ -448,7 +452,7 @@ pub fn key_manager(ctx: &mut Ctx, layout: &Layout) {
 /// The second run (another L2 image, so another RTMR1 and sealing
 /// measurement): the blob the first run sealed must not unseal; sealing and
 /// unsealing in this image still works.
-pub fn other_measurement(ctx: &mut Ctx, blob: &[u8]) {
+pub fn other_measurement<T: Transport>(ctx: &mut Context<T>, blob: &[u8]) {
     let Some(s) = open(ctx, "km_open", &km::UUID) else {
         return;
     };
@@ -476,11 +480,11 @@ pub fn other_measurement(ctx: &mut Ctx, blob: &[u8]) {
 
 /// Credential manager: enroll, verify, wrong secrets counted, lockout that
 /// survives sessions, status, oversize secret and buffer, wrong session.
-pub fn credential_manager(ctx: &mut Ctx) {
+pub fn credential_manager<T: Transport>(ctx: &mut Context<T>) {
     let Some(s) = open(ctx, "cred_open", &credential::UUID) else {
         return;
     };
-    let verify = |ctx: &mut Ctx, s: &Session, secret: &[u8]| {
+    let verify = |ctx: &mut Context<T>, s: &Session, secret: &[u8]| {
         invoke(
             ctx,
             s,
@@ -562,11 +566,11 @@ pub fn credential_manager(ctx: &mut Ctx) {
 /// and ECDSA P-256/P-384 key pairs by handle, sign (user only) and verify
 /// (public), random, oversize request and buffer, wrong session, logout on
 /// close.
-pub fn virtual_hsm(ctx: &mut Ctx) {
+pub fn virtual_hsm<T: Transport>(ctx: &mut Context<T>) {
     let Some(admin) = open(ctx, "hsm_open", &vhsm::UUID) else {
         return;
     };
-    let c = |ctx: &mut Ctx, s: &Session, command, p| invoke(ctx, s, command, p);
+    let c = |ctx: &mut Context<T>, s: &Session, command, p| invoke(ctx, s, command, p);
     check_ok(
         "hsm_init_token",
         c(

@@ -1,0 +1,29 @@
+//! `lvbs-tee-client`: the TEE client scenarios from Linux user space
+//! (docs/tee.md, "Linux client").
+//!
+//! It opens `/dev/lvbs_tee` (created by the guest HEKI client module
+//! `tests/linux-guest/lvbs_heki.ko`), maps the device's physically contiguous
+//! window, asks for its guest-physical base, and runs every trusted
+//! application's block of checks ([`lvbs_tee_scenarios::all_tas`]) with the
+//! GlobalPlatform-shaped client over it: the client lays out the
+//! SMC-argument page, the `optee_msg_arg` and its buffers in the window with
+//! guest-physical addresses, and each OP-TEE call is one `ioctl` that makes
+//! the module issue VMCALL `0x1FFF0` with the page's PFN.
+//!
+//! Output: `tee: check <name>: PASS|FAIL <detail>` per check and
+//! `tee: done, N passed, M failed`; the exit status is 0 only with no
+//! failure.
+
+#[cfg(target_os = "linux")]
+mod device;
+
+#[cfg(target_os = "linux")]
+fn main() -> std::process::ExitCode {
+    device::run()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("lvbs-tee-client runs inside a Linux L2 guest only");
+    std::process::exit(2);
+}
