@@ -53,6 +53,7 @@ const NO_STD_CRATES: &[&str] = &[
     "lvbs-loader",
     "heki-tdx",
     "lvbs-tee",
+    "lvbs-tee-scenarios",
 ];
 
 /// Bare-metal programs: clippy runs on them for [`BARE_METAL_TARGET`] too
