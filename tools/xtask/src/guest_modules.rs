@@ -163,23 +163,6 @@ pub fn kernel_certificates(vmlinux: &[u8]) -> Vec<Vec<u8>> {
     certs
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_no_certificate_in_noise() {
-        let mut noise = vec![0u8; 4096];
-        noise[100..113].copy_from_slice(&[
-            0x30, 0x82, 0x01, 0x00, 0x30, 0x82, 0x00, 0xF0, 0xA0, 0x03, 0x02, 0x01, 0x02,
-        ]);
-        assert!(
-            kernel_certificates(&noise).is_empty(),
-            "a header alone is no certificate"
-        );
-    }
-}
-
 /// Builds the Linux user-space TEE client (`tests/tee-linux`) as a static
 /// x86-64 Linux executable (glibc, `crt-static`) in its own target
 /// directory, so that its flags do not disturb the workspace's builds;
@@ -204,4 +187,36 @@ pub fn build_tee_client() -> Result<PathBuf, Failure> {
         "cargo build -p lvbs-tee-linux",
     )?;
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release/lvbs-tee-client"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_each_certificate_once_between_noise() {
+        let cert = std::fs::read(workspace_root().join("tests/data/heki-module/signer.crt.der"))
+            .expect("test certificate");
+        let other = std::fs::read(workspace_root().join("tests/data/heki-module/rogue.crt.der"))
+            .expect("test certificate");
+        let mut image = vec![0x30u8; 100];
+        image.extend_from_slice(&cert);
+        image.extend_from_slice(&[0x82, 0x30, 0x82]);
+        image.extend_from_slice(&other);
+        image.extend_from_slice(&cert);
+        image.extend_from_slice(&[0u8; 64]);
+        assert_eq!(kernel_certificates(&image), vec![cert, other]);
+    }
+
+    #[test]
+    fn finds_no_certificate_in_noise() {
+        let mut noise = vec![0u8; 4096];
+        noise[100..113].copy_from_slice(&[
+            0x30, 0x82, 0x01, 0x00, 0x30, 0x82, 0x00, 0xF0, 0xA0, 0x03, 0x02, 0x01, 0x02,
+        ]);
+        assert!(
+            kernel_certificates(&noise).is_empty(),
+            "a header alone is no certificate"
+        );
+    }
 }
