@@ -119,9 +119,16 @@ pub struct DebianKernel {
     pub image: PathBuf,
 }
 
-/// `apt-get update` once, as root; stale package lists can name a kernel
-/// the mirror no longer serves.
+/// Whether this process already ran `apt-get update`.
+static APT_UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `apt-get update`, at most once per process and only as root: stale
+/// package lists can name a kernel (or headers) the mirror no longer serves.
 fn apt_update() -> Result<(), Failure> {
+    use std::sync::atomic::Ordering;
+    if APT_UPDATED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     if !crate::run::is_root() {
         return Err(Failure(
             "the package lists are stale; run `apt-get update` as root".into(),
@@ -131,14 +138,21 @@ fn apt_update() -> Result<(), Failure> {
     sh(
         Command::new("apt-get").args(["update", "-qq"]),
         "apt-get update",
-    )
-    .map(|_| ())
+    )?;
+    APT_UPDATED.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 /// Runs `fetch` with the current package lists, then once more after
-/// `apt-get update` if it failed.
+/// `apt-get update` if it failed — unless the lists had already been
+/// updated before the first attempt (then a retry cannot help). A nested
+/// call may run the update itself; the outer call still retries after it.
 pub fn with_fresh_lists<T>(fetch: impl Fn() -> Result<T, Failure>) -> Result<T, Failure> {
+    let fresh_already = APT_UPDATED.load(std::sync::atomic::Ordering::SeqCst);
     fetch().or_else(|first| {
+        if fresh_already {
+            return Err(first);
+        }
         eprintln!("xtask: {}", first.0);
         apt_update()?;
         fetch()

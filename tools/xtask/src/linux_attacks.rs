@@ -151,8 +151,15 @@ pub fn attacks_in_suite(timeout: u64) -> Result<(), Failure> {
 
 /// `cargo xtask attacks --linux`.
 pub fn attacks(timeout: u64) -> Result<(), Failure> {
-    let k: DebianKernel = linux::debian_kernel()?;
-    let GuestModules { heki, attacks } = guest_modules::build(&k)?;
+    // The kernel and its headers must come from the same package lists: if
+    // stale lists name a kernel whose headers the mirror dropped, update
+    // and resolve both again.
+    let (k, GuestModules { heki, attacks }): (DebianKernel, GuestModules) =
+        linux::with_fresh_lists(|| {
+            let k = linux::debian_kernel()?;
+            let modules = guest_modules::build(&k)?;
+            Ok((k, modules))
+        })?;
     let tee_client = guest_modules::build_tee_client()?;
     let vmlinux = linux::vmlinux(&k.image)?;
     let certs = guest_modules::kernel_certificates(&vmlinux);
