@@ -22,10 +22,10 @@ const TEST_MODULES: [(&str, &str); 3] = [
 /// Fewest attacks the run must report (issue 6).
 pub const MIN_ATTACKS: usize = 20;
 
-/// Kernel command line: the default one without `quiet`, so the modules'
-/// KERN_INFO lines reach the console.
+/// Kernel command line: the full boot log, so the modules' KERN_INFO lines
+/// reach the console.
 fn cmdline() -> String {
-    linux::DEFAULT_CMDLINE.to_string()
+    linux::VERBOSE_CMDLINE.to_string()
 }
 
 /// The `/init` of the attack run. Symbol addresses come from /proc/kallsyms

@@ -60,8 +60,8 @@ pub fn boot_ratio(runs: u32, timeout: u64) -> Result<(), Failure> {
     let initrd_path = linux::cache_dir().join("initramfs.cpio");
     let mut summary = Vec::new();
     for (label, cmdline) in [
-        ("verbose console", linux::DEFAULT_CMDLINE.to_string()),
-        ("quiet", format!("{} quiet", linux::DEFAULT_CMDLINE)),
+        ("verbose console", linux::VERBOSE_CMDLINE.to_string()),
+        ("quiet (the default)", linux::DEFAULT_CMDLINE.to_string()),
     ] {
         let (image, mrtd) =
             linux::build_image(&vmlinux, &initrd, &cmdline, None, "linux-bench.igvm")?;
