@@ -46,6 +46,10 @@ pub const DEBUG_EXIT_PORT: u16 = 0xF4;
 /// interval, a write of `n > 0` ends it and makes the emulator print the
 /// exits, TDCALLs and time of the interval divided by `n` (docs/emulator.md).
 pub const STATS_MARK_PORT: u16 = 0xF8;
+/// Start value for [`STATS_MARK_PORT`]: the emulator also counts L1's
+/// instructions in the interval (single-stepping L1; slow, so for a few
+/// iterations only; `tdx-emulator` `host::MARK_COUNT_L1`).
+pub const MARK_COUNT_L1: u32 = 1 << 31;
 /// Highest failure count the guest reports (0x7C..0x7F mean the paravisor
 /// or the emulator ended the run).
 pub const MAX_EXIT_VALUE: u32 = 0x7B;

@@ -7,6 +7,7 @@ use crate::arch;
 use crate::emu_println;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use lvbs_loader::layout::{DEBUG_EXIT_PORT, EXIT_FATAL, SHARED_BIT};
 use spin::Mutex;
 use tdcall::vmcall::{TdVmcall, VmcallOutput, VmcallStatus};
@@ -18,6 +19,26 @@ use tdx_model::host::{HostDecision, HostVmm};
 /// interval cost divided by `n` (`emu: mark: …`), so a guest can time `n`
 /// repetitions of one operation (docs/emulator.md).
 pub const STATS_MARK_PORT: u16 = 0xF8;
+
+/// Start value [`MARK_COUNT_L1`]: the interval also counts L1's
+/// instructions, by single-stepping L1 (`crate::l1`, "Counting L1
+/// instructions"); slow, so for a few iterations only.
+pub const MARK_COUNT_L1: u32 = 1 << 31;
+
+/// Whether L1 is single-stepped now.
+static COUNTING_L1: AtomicBool = AtomicBool::new(false);
+/// L1 instructions stepped in the current interval: CPL 0, CPL 3.
+static L1_INSNS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Whether the current interval counts L1's instructions.
+pub fn counting_l1() -> bool {
+    COUNTING_L1.load(Ordering::Relaxed)
+}
+
+/// One L1 instruction executed at `cpl` (0 or 3) while counting.
+pub fn count_l1_instruction(cpl: u8) {
+    L1_INSNS[usize::from(cpl == 3)].fetch_add(1, Ordering::Relaxed);
+}
 
 /// Counters at the start of a marked interval.
 struct Mark {
@@ -55,15 +76,32 @@ impl core::fmt::Display for Per {
 
 fn stats_mark(n: u32) {
     let now = snapshot();
-    if n == 0 {
+    if n & !MARK_COUNT_L1 == 0 {
+        for c in &L1_INSNS {
+            c.store(0, Ordering::Relaxed);
+        }
+        COUNTING_L1.store(n & MARK_COUNT_L1 != 0, Ordering::Relaxed);
         *MARK.lock() = Some(now);
         return;
     }
+    let counted = COUNTING_L1.swap(false, Ordering::Relaxed);
+    let n = n & !MARK_COUNT_L1;
     let Some(start) = MARK.lock().take() else {
         emu_println!("mark: end of an interval that never started");
         return;
     };
     let n = u64::from(n);
+    let insns = if counted {
+        let [r0, r3] = [0, 1].map(|i| L1_INSNS[i].load(Ordering::Relaxed));
+        alloc::format!(
+            ", L1 instructions {} (CPL 0 {}, CPL 3 {})",
+            Per(r0 + r3, n),
+            Per(r0, n),
+            Per(r3, n)
+        )
+    } else {
+        String::new()
+    };
     let mut leaves = String::new();
     for (leaf, count) in &now.tdcalls {
         let d = count - start.tdcalls.get(leaf).copied().unwrap_or(0);
@@ -74,7 +112,7 @@ fn stats_mark(n: u32) {
     let tdcalls: u64 = now.tdcalls.values().sum::<u64>() - start.tdcalls.values().sum::<u64>();
     let (l2, l1) = (now.l2_svm - start.l2_svm, now.l1_svm - start.l1_svm);
     emu_println!(
-        "mark: {n} iterations, per iteration: {} us, {} emulator exits ({} L2 + {} L1 #VMEXITs), {} L2 exits to L1, {} L2 exits completed in TDG.VP.ENTER, {} TDCALLs ({})",
+        "mark: {n} iterations, per iteration: {} us, {} emulator exits ({} L2 + {} L1 #VMEXITs), {} L2 exits to L1, {} L2 exits completed in TDG.VP.ENTER, {} TDCALLs ({}){insns}",
         Per((now.ns - start.ns) / 1000, n),
         Per(l2 + l1, n),
         Per(l2, n),

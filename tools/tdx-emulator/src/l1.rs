@@ -104,7 +104,41 @@ pub struct L1 {
     _msrpm: Box<Msrpm>,
     unpaged: Option<Unpaged>,
     _identity_pd: Box<Page>,
+    step: Stepping,
 }
+
+/// Counting L1 instructions while a statistics mark asks for it
+/// (`host::MARK_COUNT_L1`): L1 runs with RFLAGS.TF and the #DB intercept, so
+/// every instruction ends in a single-step #VMEXIT; instructions the
+/// emulator completes itself (TDCALL, CPUID, MSR, CR) count once there.
+/// `INT n` clears TF in the handler it enters (the TA's `int 0x80` back into
+/// the paravisor), so it is intercepted: the handler's page loses execute in
+/// L1's NPT, the INT runs natively, and the fetch fault at the handler turns
+/// stepping back on. Exceptions a TA raises end stepping until the next L1
+/// #VMEXIT (not on the benchmark's path).
+#[derive(Default)]
+struct Stepping {
+    /// TF and the intercepts are set.
+    on: bool,
+    /// `(page, saved NPT leaf)` of an interrupt handler made non-executable.
+    handler: Option<(u64, u64)>,
+}
+
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
+/// Exception intercept bit of #DB.
+const EXC_DB: u32 = 1 << 1;
+/// MISC1 bit 21: INT n (exit 0x75).
+const MISC1_INTN: u32 = 1 << 21;
+/// #VMEXIT codes: #DB, INT n.
+const EXIT_DB: u64 = exit::EXCP_BASE + 1;
+const EXIT_INTN: u64 = 0x75;
+/// DR6 with no condition flagged (its reserved bits read as ones).
+const DR6_INIT: u64 = 0xFFFF_0FF0;
+/// DR6.BS: single-step.
+const DR6_BS: u64 = 1 << 14;
+/// NPT leaf: no execute.
+const NPT_NX: u64 = 1 << 63;
 
 impl L1 {
     /// L1 at the contract's initial state, entering at `entry`.
@@ -206,6 +240,7 @@ impl L1 {
             shared: BTreeMap::new(),
             _msrpm: msrpm,
             unpaged: None,
+            step: Stepping::default(),
             _identity_pd: identity_pd,
         };
         l1.enter_unpaged(Unpaged {
@@ -281,13 +316,123 @@ impl L1 {
         }
     }
 
+    /// Turns single-stepping on or off as the statistics mark asks, and
+    /// keeps TF set while it is on.
+    fn prepare_stepping(&mut self) {
+        let want = crate::host::counting_l1();
+        if want != self.step.on {
+            self.step.on = want;
+            let (exc, misc) = (
+                self.vmcb.r32(off::EXC_INTERCEPTS),
+                self.vmcb.r32(off::MISC1),
+            );
+            if want {
+                self.vmcb.w32(off::EXC_INTERCEPTS, exc | EXC_DB);
+                self.vmcb.w32(off::MISC1, misc | MISC1_INTN);
+            } else {
+                self.vmcb.w32(off::EXC_INTERCEPTS, exc & !EXC_DB);
+                self.vmcb.w32(off::MISC1, misc & !MISC1_INTN);
+                self.restore_handler_page();
+                let f = self.vmcb.r64(off::RFLAGS);
+                self.vmcb.w64(off::RFLAGS, f & !RFLAGS_TF);
+            }
+        }
+        if self.step.on && self.step.handler.is_none() {
+            let f = self.vmcb.r64(off::RFLAGS);
+            self.vmcb.w64(off::RFLAGS, f | RFLAGS_TF);
+        }
+    }
+
+    fn restore_handler_page(&mut self) {
+        if let Some((page, leaf)) = self.step.handler.take() {
+            self.npt.set_leaf(page, leaf);
+            self.vmcb.w8(off::TLB_CONTROL, 1);
+            if self.step.on {
+                let misc = self.vmcb.r32(off::MISC1);
+                self.vmcb.w32(off::MISC1, misc | MISC1_INTN);
+            }
+        }
+    }
+
+    /// Handles the exits stepping causes; counts the instructions the
+    /// emulator completes. Returns whether `code` is dealt with.
+    fn stepping_exit(&mut self, model: &Model, code: u64) -> bool {
+        let cpl = self.vmcb.cpl();
+        match code {
+            EXIT_DB => {
+                let dr6 = self.vmcb.r64(off::DR6);
+                self.vmcb.w64(off::DR6, DR6_INIT);
+                if dr6 & DR6_BS == 0 {
+                    // Not ours: L1's own #DB.
+                    self.vmcb.inject_exception(1, None);
+                } else {
+                    crate::host::count_l1_instruction(cpl);
+                }
+                true
+            }
+            EXIT_INTN => {
+                // The vector from the instruction (QEMU gives no decode
+                // assist for INTn): CD ib, or INT3 (CC) / INTO (CE) / INT1 (F1).
+                let mut b = [0u8; 2];
+                let vector = match self.fetch(model, &mut b).then_some(b) {
+                    Some([0xCD, v]) => u64::from(v),
+                    Some([0xCC, _]) => 3,
+                    Some([0xCE, _]) => 4,
+                    _ => 1,
+                };
+                // The gate's handler: IDT entry `vector` (16 bytes, 64-bit).
+                let gate = self.vmcb.seg(off::IDTR).base + vector * 16;
+                let mut g = [0u8; 16];
+                let handler = self.read_gpa(model, gate, &mut g).map(|()| {
+                    u64::from(u16::from_le_bytes([g[0], g[1]]))
+                        | u64::from(u16::from_le_bytes([g[6], g[7]])) << 16
+                        | u64::from(u32::from_le_bytes([g[8], g[9], g[10], g[11]])) << 32
+                });
+                crate::host::count_l1_instruction(cpl);
+                let misc = self.vmcb.r32(off::MISC1);
+                self.vmcb.w32(off::MISC1, misc & !MISC1_INTN);
+                if let Some(h) = handler {
+                    // L1 identity-maps its kernel: the handler's GPA is its address.
+                    let page = h & !0xFFF;
+                    let leaf = self.npt.leaf(page);
+                    if leaf != 0 {
+                        self.npt.set_leaf(page, leaf | NPT_NX);
+                        self.vmcb.w8(off::TLB_CONTROL, 1);
+                        self.step.handler = Some((page, leaf));
+                    }
+                }
+                // Resume at the INT itself: it runs natively now.
+                true
+            }
+            exit::NPF => {
+                let gpa = self.vmcb.r64(off::EXITINFO2);
+                match self.step.handler {
+                    Some((page, _)) if gpa & !0xFFF == page => {
+                        self.restore_handler_page();
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            exit::UD | exit::CPUID | exit::MSR | 0x00..=0x1F | EXIT_CR0_SEL_WRITE => {
+                crate::host::count_l1_instruction(cpl);
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Runs L1 until the TD ends the run.
     pub fn run(mut self, model: &mut Model) -> ! {
         loop {
             self.sync_npt(model);
+            self.prepare_stepping();
             svm::run(self.vmcb, &mut self.gprs);
             self.vmcb.w8(off::TLB_CONTROL, 0);
             let code = self.vmcb.exitcode();
+            if self.step.on && self.stepping_exit(model, code) {
+                continue;
+            }
             stats::with(|s| *s.l1_svm_exits.entry(code).or_default() += 1);
             match code {
                 exit::UD => self.undefined_opcode(model),

@@ -243,6 +243,8 @@ pub fn tee(timeout: u64) -> Result<(), Failure> {
     for (what, m) in [
         "echo VMCALL (L2 -> L1 -> L2)",
         "no-op INVOKE_COMMAND (L2 -> L1 -> TA -> L2)",
+        "echo VMCALL, L1 instructions counted",
+        "no-op INVOKE_COMMAND, L1 instructions counted",
     ]
     .iter()
     .zip(&first.marks)

@@ -57,6 +57,8 @@ const ECHO_ID: u64 = 0x1_FFFF;
 const ECHO_XOR: u64 = 0x5A5A_5A5A;
 /// Round trips per benchmark.
 const BENCH_N: u32 = 200;
+/// Round trips per benchmark while the emulator counts L1's instructions.
+const COUNTED_N: u32 = 20;
 
 const EFAULT: i64 = -14;
 const EINVAL: i64 = -22;
@@ -406,6 +408,30 @@ fn bench(ctx: &mut Ctx) {
             "{BENCH_N} INVOKE_COMMAND round trips (vHSM GET_INFO), {} TSC ticks each",
             (t1 - t0) / BENCH_N as u64
         ),
+    );
+    // The same two round trips again, few of them, with the emulator
+    // counting the paravisor's instructions (single-stepping L1).
+    mark(guest_rt::MARK_COUNT_L1);
+    let mut echo_ok = true;
+    for i in 0..COUNTED_N as u64 {
+        echo_ok &= cpu::vmcall(ECHO_ID, i, 0, 0) == i ^ ECHO_XOR;
+    }
+    mark(COUNTED_N);
+    check(
+        "bench_echo_vmcall_counted",
+        echo_ok,
+        format_args!("{COUNTED_N} echo VMCALLs with L1 instructions counted"),
+    );
+    let mut ok = true;
+    mark(guest_rt::MARK_COUNT_L1);
+    for _ in 0..COUNTED_N {
+        ok &= noop(ctx);
+    }
+    mark(COUNTED_N);
+    check(
+        "bench_noop_invoke_counted",
+        ok,
+        format_args!("{COUNTED_N} INVOKE_COMMAND round trips with L1 instructions counted"),
     );
     let _ = ctx.close_session(s);
 }
