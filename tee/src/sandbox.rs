@@ -953,6 +953,8 @@ pub mod attack_ta {
         pub const STACK_OVERFLOW: u32 = 14;
         /// A hand-made reply that breaks the message format.
         pub const BAD_REPLY: u32 = 15;
+        /// `sgdt`: reads where the paravisor's GDT is (CR4.UMIP: #GP).
+        pub const SGDT: u32 = 16;
     }
 }
 

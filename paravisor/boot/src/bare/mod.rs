@@ -36,6 +36,7 @@ fn main(gpaw: u64) -> ! {
     let heap = heap::init();
     console::init_logger();
 
+    let hardening = user::harden_cr4();
     let image = phys::image();
     let (bss_start, bss_end) = phys::bss();
     let pages = phys::l1_pages();
@@ -61,6 +62,11 @@ fn main(gpaw: u64) -> ! {
         pages.guest_state_gpa
     );
 
+    log::info!(
+        "L1 CR4: SMEP {}, UMIP {} (TA code never runs at CPL 0; TAs cannot read descriptor-table registers)",
+        if hardening.smep { "on" } else { "not available" },
+        if hardening.umip { "on" } else { "not available" }
+    );
     let mut platform = phys::TdPlatform::new(&pages, BOOT_INFO_GPA);
     // BootInfo flag LINUX: boot an unmodified kernel instead (docs/linux.md).
     linux::maybe_boot(&mut platform, &image, pages);

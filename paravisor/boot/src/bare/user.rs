@@ -230,3 +230,39 @@ pub fn with_fpu_trapping<R>(f: impl FnOnce() -> R) -> R {
     unsafe { Cr0::update(|c| c.remove(Cr0Flags::TASK_SWITCHED)) };
     r
 }
+
+/// What [`harden_cr4`] turned on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cr4Hardening {
+    /// CR4.SMEP: the paravisor never executes a TA's (user) pages.
+    pub smep: bool,
+    /// CR4.UMIP: a TA cannot read GDTR/IDTR/LDTR/TR or the machine status
+    /// word (SGDT/SIDT/SLDT/STR/SMSW at CPL 3 raise #GP, which ends it).
+    pub umip: bool,
+}
+
+/// Turns on SMEP and UMIP for L1 where the CPU has them (CPUID.7.0:EBX[7],
+/// ECX[2]; SDM Vol. 3A §2.5). SMAP is left off: an interrupt gate keeps the
+/// TA's RFLAGS.AC, so the entry path would need CLAC first, and the
+/// paravisor reaches TA memory only through its supervisor identity map.
+pub fn harden_cr4() -> Cr4Hardening {
+    use core::arch::x86_64::__cpuid_count;
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    let leaf7 = __cpuid_count(7, 0);
+    let h = Cr4Hardening {
+        smep: leaf7.ebx & (1 << 7) != 0,
+        umip: leaf7.ecx & (1 << 2) != 0,
+    };
+    let mut add = Cr4Flags::empty();
+    if h.smep {
+        add |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION;
+    }
+    if h.umip {
+        add |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
+    }
+    // SAFETY: SMEP only forbids supervisor fetches from user pages, which the
+    // paravisor never executes (TA code runs at CPL 3); UMIP only affects
+    // CPL 3. Both are supported (checked above); nothing else changes.
+    unsafe { Cr4::update(|c| c.insert(add)) };
+    h
+}

@@ -143,6 +143,13 @@ impl TrustedApp for AttackTa {
                 0
             }
             cmd::STACK_OVERFLOW => recurse(0),
+            cmd::SGDT => {
+                let mut gdtr = [0u8; 10];
+                // SAFETY: none — the attack: SGDT at CPL 3 with CR4.UMIP is
+                // #GP; without UMIP it would store 10 bytes into `gdtr`.
+                unsafe { core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr()) };
+                0
+            }
             cmd::BAD_REPLY => {
                 super::with_message(|m| {
                     if let Some(h) = m.get_mut(..16) {

@@ -22,7 +22,7 @@ use lvbs_tee::{Origin, TeeError};
 use super::{check_err, invoke, none, open, Ctx, E, PARAVISOR_GPA};
 
 /// The attacks that must end the instance with TARGET_DEAD.
-const FATAL: [(&str, u32); 13] = [
+const FATAL: [(&str, u32); 14] = [
     ("iso_read_paravisor", cmd::READ),
     ("iso_read_other_ta", cmd::READ_OTHER_TA),
     ("iso_write_own_code", cmd::WRITE_OWN_CODE),
@@ -36,6 +36,7 @@ const FATAL: [(&str, u32); 13] = [
     ("iso_x87", cmd::X87),
     ("iso_bad_syscall", cmd::BAD_SYSCALL),
     ("iso_stack_overflow", cmd::STACK_OVERFLOW),
+    ("iso_sgdt_umip", cmd::SGDT),
 ];
 
 fn ping(ctx: &mut Ctx, s: &Session) -> Result<Option<(u32, u32)>, ClientError> {
