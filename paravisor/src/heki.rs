@@ -155,6 +155,17 @@ impl HekiConfig {
         }
     }
 
+    /// [`HekiConfig::new`] for a Linux guest: module files (and blobs) up to
+    /// [`LINUX_MAX_MODULE_BYTES`]. The bare-metal Linux boot uses it, and the
+    /// loader's RTMR0 reference policy for a Linux image (its policy text
+    /// differs from the probe's in `max_blob_bytes`).
+    pub fn linux(vm: L2Vm, guest_memory: (u64, u64), private: Vec<(u64, u64)>) -> Self {
+        let mut c = HekiConfig::new(vm, guest_memory, private);
+        c.max_module_bytes = LINUX_MAX_MODULE_BYTES;
+        c.limits.max_blob_bytes = LINUX_MAX_MODULE_BYTES;
+        c
+    }
+
     /// Whether `[start, end)` overlaps one of the paravisor's own ranges.
     pub fn overlaps_private(&self, start: u64, end: u64) -> bool {
         self.private.iter().any(|&(s, e)| start < e && s < end)
@@ -172,6 +183,12 @@ impl HekiConfig {
         e.saturating_sub(s) / PAGE
     }
 }
+
+/// Largest module file (with its signature) `VALIDATE_MODULE` takes from a
+/// Linux guest, and the largest blob of one of its `heki_page` lists.
+/// Module validation holds the file, its checked sections and two work
+/// buffers at once, which the Linux boot's heap extension affords.
+pub const LINUX_MAX_MODULE_BYTES: usize = 1 << 20;
 
 /// The page state a `PROTECT_MEMORY` attribute asks for (§3.2, §5.3):
 /// READ → rodata, READ|WRITE → kernel data, READ|EXEC → kernel text, and

@@ -436,8 +436,9 @@ MODULE_PARM_DESC(end_of_boot, "write 1: SIGNAL_END_OF_BOOT");
  * issues LVBS_OPTEE_MESSAGE with LVBS_TEE_IOC_CALL. The call only ever names
  * a page of the window, so user space cannot point the paravisor at other
  * kernel memory; the paravisor checks every buffer the message names
- * against L2's page permissions anyway. Root only (mode 0600); one user at a
- * time.
+ * against L2's page permissions anyway. LVBS_TEE_IOC_ATTEST asks the
+ * paravisor for a TDREPORT over a nonce in the window and the event log
+ * (VMCALL 0x5444_0001). Root only (mode 0600); one user at a time.
  */
 #define LVBS_TEE_WINDOW_ORDER 6
 #define LVBS_TEE_WINDOW (PAGE_SIZE << LVBS_TEE_WINDOW_ORDER)
@@ -452,8 +453,18 @@ struct lvbs_tee_call {
 	__s64 ret;	       /* out: R8 (0, or a negative errno) */
 };
 
+struct lvbs_attest {
+	__u64 reportdata_offset; /* in: 64 bytes of REPORTDATA (the verifier's nonce) */
+	__u64 out_offset;	 /* in: where the TDREPORT, log length and log go */
+	__u64 out_size;		 /* in: their room */
+	__s64 ret;		 /* out: bytes written, or a negative errno */
+};
+
 #define LVBS_TEE_IOC_INFO _IOR('L', 1, struct lvbs_tee_info)
 #define LVBS_TEE_IOC_CALL _IOWR('L', 2, struct lvbs_tee_call)
+#define LVBS_TEE_IOC_ATTEST _IOWR('L', 3, struct lvbs_attest)
+/* The paravisor's attestation call (docs/attestation.md). */
+#define LVBS_ATTEST_REPORT 0x54440001
 
 static struct page *tee_window;
 static DEFINE_MUTEX(tee_lock);
@@ -511,6 +522,18 @@ static long tee_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		call.ret = lvbs_vmcall(LVBS_OPTEE_MESSAGE, (base + call.smc_page_offset) >> PAGE_SHIFT,
 				       0, 0);
 		return copy_to_user(uarg, &call, sizeof(call)) ? -EFAULT : 0;
+	}
+	case LVBS_TEE_IOC_ATTEST: {
+		struct lvbs_attest a;
+
+		if (copy_from_user(&a, uarg, sizeof(a)))
+			return -EFAULT;
+		if (a.reportdata_offset > LVBS_TEE_WINDOW - 64 || a.out_offset >= LVBS_TEE_WINDOW ||
+		    a.out_size > LVBS_TEE_WINDOW - a.out_offset)
+			return -EINVAL;
+		a.ret = lvbs_vmcall(LVBS_ATTEST_REPORT, base + a.reportdata_offset,
+				    base + a.out_offset, a.out_size);
+		return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
 	}
 	default:
 		return -ENOTTY;

@@ -471,11 +471,7 @@ pub type LinuxService = HekiService<
     LinuxCpuid,
 >;
 
-/// Largest module file (with its signature) `VALIDATE_MODULE` takes from a
-/// Linux guest, and the largest blob of a `heki_page` list. Module
-/// validation holds the file, its checked sections and two work buffers at
-/// once, which the 8 MiB L1 heap affords at this size.
-pub const LINUX_MAX_MODULE_BYTES: usize = 1 << 20;
+pub use paravisor::heki::LINUX_MAX_MODULE_BYTES;
 
 /// The paravisor's ranges inside the Linux TD's GPA space: the BootInfo page,
 /// everything between 1 MiB and the L2 region (L1's image, heap, stacks,
@@ -494,10 +490,7 @@ pub fn private_ranges(l: &LinuxLayout) -> Vec<(u64, u64)> {
 /// [`LINUX_MAX_MODULE_BYTES`]; the rest as [`HekiConfig::new`] (unprotected
 /// memory loses supervisor execute at the end of boot).
 pub fn heki_config(l: &LinuxLayout) -> HekiConfig {
-    let mut c = HekiConfig::new(L2Vm::Vm1, (0, l.l1_heap.0), private_ranges(l));
-    c.max_module_bytes = LINUX_MAX_MODULE_BYTES;
-    c.limits.max_blob_bytes = LINUX_MAX_MODULE_BYTES;
-    c
+    HekiConfig::linux(L2Vm::Vm1, (0, l.l1_heap.0), private_ranges(l))
 }
 
 /// The HEKI service of a Linux L2 with the TEE and the attestation calls

@@ -17,6 +17,10 @@ const DEVICE: &str = "/dev/lvbs_tee";
 const IOC_INFO: libc::c_ulong = (2 << 30) | (16 << 16) | ((b'L' as libc::c_ulong) << 8) | 1;
 /// `_IOWR('L', 2, struct lvbs_tee_call)` (16 bytes): one OP-TEE call.
 const IOC_CALL: libc::c_ulong = (3 << 30) | (16 << 16) | ((b'L' as libc::c_ulong) << 8) | 2;
+/// `_IOWR('L', 3, struct lvbs_attest)` (32 bytes): TDREPORT and event log.
+const IOC_ATTEST: libc::c_ulong = (3 << 30) | (32 << 16) | ((b'L' as libc::c_ulong) << 8) | 3;
+/// The TDREPORT's size (TDX 1.5 TDREPORT_STRUCT).
+const TDREPORT_BYTES: usize = 1024;
 /// The scratch area at the window's start (SMC page, message, bounce buffers).
 const SCRATCH_LEN: u64 = 16 * 4096;
 /// 4 KiB.
@@ -27,6 +31,14 @@ const PAGE: u64 = 4096;
 struct Info {
     window_gpa: u64,
     window_size: u64,
+}
+
+#[repr(C)]
+struct Attest {
+    reportdata_offset: u64,
+    out_offset: u64,
+    out_size: u64,
+    ret: i64,
 }
 
 #[repr(C)]
@@ -254,4 +266,75 @@ pub fn run() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `attest <nonce>`: prints the evidence lines, or why there are none.
+pub fn attest(nonce_hex: &str) -> ExitCode {
+    let fail = |why: String| {
+        println!("attest: FAILED {why}");
+        ExitCode::FAILURE
+    };
+    let Some(nonce) = unhex(nonce_hex.trim()).filter(|n| n.len() == 64) else {
+        return fail("the nonce must be 64 bytes (128 hex digits)".into());
+    };
+    let mut window = match Window::open() {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let (nonce_gpa, out_gpa) = (window.gpa, window.gpa + PAGE);
+    let out_size = window.size - PAGE;
+    if let Err(e) = window.write(nonce_gpa, &nonce) {
+        return fail(format!("{e:?}"));
+    }
+    let mut a = Attest {
+        reportdata_offset: 0,
+        out_offset: PAGE,
+        out_size,
+        ret: 0,
+    };
+    // SAFETY: IOC_ATTEST reads and writes one `struct lvbs_attest` (32 bytes,
+    // the layout of `Attest`) at the pointer.
+    let r = unsafe { libc::ioctl(window.file.as_raw_fd(), IOC_ATTEST, &mut a as *mut Attest) };
+    if r != 0 {
+        return fail(format!(
+            "LVBS_TEE_IOC_ATTEST: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if a.ret < (TDREPORT_BYTES + 4) as i64 {
+        return fail(format!("the paravisor answered {}", a.ret));
+    }
+    let mut out = vec![0u8; a.ret as usize];
+    if let Err(e) = window.read(out_gpa, &mut out) {
+        return fail(format!("{e:?}"));
+    }
+    let len = u32::from_le_bytes([
+        out[TDREPORT_BYTES],
+        out[TDREPORT_BYTES + 1],
+        out[TDREPORT_BYTES + 2],
+        out[TDREPORT_BYTES + 3],
+    ]) as usize;
+    let Some(log) = out.get(TDREPORT_BYTES + 4..TDREPORT_BYTES + 4 + len) else {
+        return fail(format!(
+            "log length {len} beyond the {} bytes written",
+            a.ret
+        ));
+    };
+    println!("attest: report {}", hex(&out[..TDREPORT_BYTES]));
+    println!("attest: log {}", hex(log));
+    ExitCode::SUCCESS
 }

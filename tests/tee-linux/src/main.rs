@@ -13,13 +13,22 @@
 //! Output: `tee: check <name>: PASS|FAIL <detail>` per check and
 //! `tee: done, N passed, M failed`; the exit status is 0 only with no
 //! failure.
+//!
+//! `lvbs-tee-client attest <128 hex digits>` instead asks the paravisor for
+//! a TDREPORT over that nonce and the event log (through the same device)
+//! and prints them as the attestation evidence lines `attest: report <hex>`
+//! and `attest: log <hex>` (docs/attestation.md), for a verifier to check.
 
 #[cfg(target_os = "linux")]
 mod device;
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
-    device::run()
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("attest") => device::attest(args.get(2).map(String::as_str).unwrap_or("")),
+        _ => device::run(),
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -31,10 +31,17 @@ pub struct Measurement {
     pub measured_pages: usize,
 }
 
-/// The policy text the paravisor measures into RTMR0 with its default HEKI
-/// configuration (only the policy knobs enter the text, not the layout).
-pub fn reference_policy() -> Vec<u8> {
-    measure::policy_text(&HekiConfig::new(L2Vm::Vm1, (0, 0), Vec::new()))
+/// The policy text the paravisor measures into RTMR0 for `boot_info`: its
+/// HEKI configuration for the probe layout, or for a Linux guest
+/// (BootInfo flag LINUX). Only the policy knobs enter the text, not the
+/// layout.
+pub fn reference_policy(boot_info: &BootInfo) -> Vec<u8> {
+    let config = if boot_info.flags & BootInfo::FLAG_LINUX != 0 {
+        HekiConfig::linux(L2Vm::Vm1, (0, 0), Vec::new())
+    } else {
+        HekiConfig::new(L2Vm::Vm1, (0, 0), Vec::new())
+    };
+    measure::policy_text(&config)
 }
 
 fn area_bytes(areas: &HashMap<u32, (u64, Vec<u8>, Vec<u32>)>, idx: u32) -> Result<Vec<u8>, Error> {
@@ -142,7 +149,7 @@ pub fn measure(file: &[u8]) -> Result<Measurement, Error> {
         0 => None,
         n => Some(read(boot_info.cmdline_gpa, n, "command line")?),
     };
-    let policy = reference_policy();
+    let policy = reference_policy(&boot_info);
     let events = boot_events(&BootPayload {
         bootinfo: &bi_bytes,
         policy: &policy,

@@ -58,7 +58,7 @@ fn initrd() -> Vec<u8> {
         .collect()
 }
 
-fn fresh_nonce() -> Result<[u8; 64], Failure> {
+pub fn fresh_nonce() -> Result<[u8; 64], Failure> {
     use std::io::Read;
     let mut n = [0u8; 64];
     std::fs::File::open("/dev/urandom")

@@ -531,6 +531,7 @@ pub fn console(
     timeout: u64,
     interactive: bool,
     echo: bool,
+    responses: &[(&str, String)],
 ) -> Result<Console, Failure> {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
@@ -550,6 +551,7 @@ pub fn console(
         .spawn()
         .map_err(|e| Failure(format!("could not start qemu-system-x86_64: {e}")))?;
     let mut stdin = child.stdin.take();
+    let mut answered = vec![false; responses.len()];
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -590,6 +592,15 @@ pub fn console(
                 }
                 if line.contains("Run /init as init process") {
                     mark("kernel runs /init", &mut marks);
+                }
+                for ((trigger, answer), done) in responses.iter().zip(answered.iter_mut()) {
+                    if !*done && line.contains(trigger) {
+                        *done = true;
+                        if let Some(s) = stdin.as_mut() {
+                            let _ = s.write_all(format!("{answer}\n").as_bytes());
+                            let _ = s.flush();
+                        }
+                    }
                 }
                 if line.contains(USERSPACE_MARKER) {
                     mark("userspace marker", &mut marks);
@@ -656,13 +667,8 @@ fn emulator_path() -> PathBuf {
 
 /// Boots the image in the emulator under QEMU (see [`console`]) and checks
 /// the run: the emulator's MRTD equals the loader's `mrtd`, the TD ended
-/// with debug-exit 0, and (scripted) the shell answered.
-pub fn boot(image: &Path, mrtd: &str, timeout: u64, interactive: bool) -> Result<Console, Failure> {
-    boot_echo(image, mrtd, timeout, interactive, true, !interactive)
-}
-
-/// [`boot`], printing the console only if `echo`, and requiring the shell's
-/// answer only if `expect_shell`.
+/// with debug-exit 0, and, if `expect_shell`, the scripted shell answered.
+/// The console is printed if `echo`.
 pub fn boot_echo(
     image: &Path,
     mrtd: &str,
@@ -670,6 +676,20 @@ pub fn boot_echo(
     interactive: bool,
     echo: bool,
     expect_shell: bool,
+) -> Result<Console, Failure> {
+    boot_answering(image, mrtd, timeout, interactive, echo, expect_shell, &[])
+}
+
+/// [`boot_echo`] that also types `answer` when a console line contains
+/// `trigger` (each once), for a scripted guest that asks for input.
+pub fn boot_answering(
+    image: &Path,
+    mrtd: &str,
+    timeout: u64,
+    interactive: bool,
+    echo: bool,
+    expect_shell: bool,
+    responses: &[(&str, String)],
 ) -> Result<Console, Failure> {
     let qemu_args = crate::run::qemu_base_args(&emulator_path(), image);
     eprintln!(
@@ -681,7 +701,7 @@ pub fn boot_echo(
             "scripted input"
         }
     );
-    let run = console(&qemu_args, timeout, interactive, echo)?;
+    let run = console(&qemu_args, timeout, interactive, echo, responses)?;
     let emu_mrtd = run
         .lines
         .iter()

@@ -62,15 +62,22 @@ echo 1 > /sys/module/lvbs_heki/parameters/end_of_boot || echo "lvbs-tdx: end of 
 sh -c 'echo 1 > /sys/module/lvbs_attacks/parameters/run'
 echo "lvbs-tdx: the TEE from user space"
 /lvbs/lvbs-tee-client || echo "lvbs-tdx: lvbs-tee-client FAILED"
+echo "{nonce_prompt}"
+read -r nonce
+/lvbs/lvbs-tee-client attest "$nonce" || echo "lvbs-tdx: attestation FAILED"
 echo "{marker}: $(uname -r), attacks done, uptime $(cut -d' ' -f1 /proc/uptime) s"
 cttyhack sh
 echo "lvbs-tdx: the shell exited, powering off"
 sleep 1
 poweroff -f
 "#,
-        marker = linux::USERSPACE_MARKER
+        marker = linux::USERSPACE_MARKER,
+        nonce_prompt = NONCE_PROMPT
     )
 }
+
+/// The line after which `/init` reads the verifier's nonce from the console.
+const NONCE_PROMPT: &str = "lvbs-tdx: attestation nonce?";
 
 /// Fewest checks the Linux TEE client must pass (every TA block).
 pub const MIN_TEE_CHECKS: u32 = 40;
@@ -85,6 +92,40 @@ pub fn tee_summary(lines: &[String]) -> Option<(u32, u32)> {
         let failed = words.next()?.parse().ok()?;
         Some((passed, failed))
     })
+}
+
+/// Verifies the evidence the guest printed against the image and `nonce`:
+/// MRTD, RTMR0 (BootInfo and the Linux policy), RTMR1 (kernel, initrd,
+/// command line), the event log's replay (RTMR2: the Debian module the
+/// paravisor admitted) and the nonce in REPORTDATA.
+fn attestation(image: &std::path::Path, lines: &[String], nonce: &[u8; 64]) -> Result<(), String> {
+    let bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let expected = lvbs_loader_cli::measure(&bytes).map_err(|e| format!("loader measure: {e}"))?;
+    let evidence = lvbs_loader_cli::Evidence::from_console(&lines.join("\n"))
+        .map_err(|e| format!("no attestation evidence from Linux: {e}"))?;
+    let verdict = lvbs_loader_cli::verify(
+        &expected,
+        &evidence,
+        nonce,
+        &lvbs_loader_cli::model_report_key(),
+    );
+    for c in &verdict.checks {
+        println!(
+            "verifier: {} {}: {}",
+            if c.ok { "ok     " } else { "REFUSED" },
+            c.field,
+            c.detail
+        );
+    }
+    if verdict.accepted() {
+        println!("verifier: ACCEPTED (Linux evidence from /dev/lvbs_tee)");
+        Ok(())
+    } else {
+        Err(format!(
+            "the verifier refused the Linux evidence: {}",
+            verdict.refused_fields().join(", ")
+        ))
+    }
 }
 
 /// Counts of one run.
@@ -204,7 +245,17 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
     )?;
     let (image, mrtd) =
         linux::build_image(&vmlinux, &initrd, &cmdline(), None, "linux-attacks.igvm")?;
-    let lines = linux::boot(&image, &mrtd, timeout, false)?.lines;
+    let nonce = crate::attest::fresh_nonce()?;
+    let lines = linux::boot_answering(
+        &image,
+        &mrtd,
+        timeout,
+        false,
+        true,
+        true,
+        &[(NONCE_PROMPT, lvbs_loader_cli::hex(&nonce))],
+    )?
+    .lines;
 
     let mut problems: Vec<String> = REQUIRED
         .iter()
@@ -225,6 +276,10 @@ pub fn attacks(timeout: u64) -> Result<(), Failure> {
         .any(|l| l.contains(", signed file") && l.contains("accepted, token"))
     {
         problems.push(format!("the Debian-signed {test_name} was not accepted"));
+    }
+    match attestation(&image, &lines, &nonce) {
+        Ok(()) => {}
+        Err(why) => problems.push(why),
     }
     let tee = tee_summary(&lines);
     match tee {

@@ -106,7 +106,7 @@ pub fn boot_ratio(runs: u32, timeout: u64) -> Result<(), Failure> {
             );
             exits = exits_by_reason(&c.lines);
             eprintln!("xtask: boot-ratio ({label}) run {run}/{runs}: plain QEMU TCG");
-            let c = linux::console(&plain_args, timeout, false, false)?;
+            let c = linux::console(&plain_args, timeout, false, false, &[])?;
             plain.push(
                 c.mark(SHELL_ANSWERED)
                     .ok_or_else(|| Failure("plain QEMU: no shell answer".into()))?,
