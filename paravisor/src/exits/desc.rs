@@ -298,7 +298,7 @@ fn emulate_store<P: Platform>(cx: &mut ExitCtx<'_, P>, which: DescInsn) -> Resul
     if cx.exit.cpl > 0 && paging.cr4 & CR4_UMIP != 0 {
         return Err(gp("CR4.UMIP at CPL > 0"));
     }
-    let Some((bytes, n)) = super::mmio::fetch_instruction(cx, which.name()) else {
+    let Some((bytes, n)) = super::mmio::fetch_instruction_with(cx, &paging, which.name()) else {
         return Err(gp("instruction bytes unavailable"));
     };
     let rip = cx.state.rip;

@@ -36,7 +36,6 @@ pub fn fetch_instruction<P: Platform>(
     cx: &mut ExitCtx<'_, P>,
     what: &str,
 ) -> Option<([u8; MAX_INSN_LEN], usize)> {
-    let rip = cx.state.rip;
     let paging = match guest::read_paging(cx.platform, cx.vm) {
         Ok(p) => p,
         Err(e) => {
@@ -44,7 +43,17 @@ pub fn fetch_instruction<P: Platform>(
             return None;
         }
     };
-    if !is_64bit_code(&paging, cx.exit.cs_ar) {
+    fetch_instruction_with(cx, &paging, what)
+}
+
+/// [`fetch_instruction`] with L2's paging state already read.
+pub fn fetch_instruction_with<P: Platform>(
+    cx: &mut ExitCtx<'_, P>,
+    paging: &crate::walk::Paging,
+    what: &str,
+) -> Option<([u8; MAX_INSN_LEN], usize)> {
+    let rip = cx.state.rip;
+    if !is_64bit_code(paging, cx.exit.cs_ar) {
         log::warn!(
             "{what}: L2 is not in 64-bit mode (EFER {:#x}, CS AR {:#x}); only 64-bit code is emulated",
             paging.efer,
@@ -53,7 +62,7 @@ pub fn fetch_instruction<P: Platform>(
         return None;
     }
     let user = cx.exit.cpl == 3;
-    match GuestMemory::new(cx.platform, cx.vm).fetch_code(&paging, rip, user) {
+    match GuestMemory::new(cx.platform, cx.vm).fetch_code(paging, rip, user) {
         Ok(b) => Some(b),
         Err(e) => {
             log::warn!("{what}: instruction bytes at RIP {rip:#x} unavailable: {e}");
