@@ -124,10 +124,38 @@ fn stats_mark(n: u32) {
     );
 }
 
+/// Ports of devices the emulator itself depends on: the 8259 PIC pair (kept
+/// masked), the 8254 PIT and port 0x61, the ELCR, and PCI configuration
+/// space. A TD's I/O to them is answered as an absent device would be —
+/// reads all ones, writes dropped — and logged once per port, so that no
+/// guest (the probe path forwards every port L2 touches) can unmask the PIC
+/// or reprogram the timer under the emulator.
+pub fn host_owned_port(port: u16) -> bool {
+    matches!(
+        port,
+        0x20..=0x21 | 0xA0..=0xA1 | 0x40..=0x43 | 0x61 | 0x4D0..=0x4D1 | 0xCF8..=0xCFF
+    )
+}
+
 /// The host VMM of the emulated TD.
 #[derive(Default)]
 pub struct QemuHost {
     warned_msr: bool,
+    refused_ports: BTreeMap<u16, u64>,
+}
+
+impl QemuHost {
+    /// Records a refused access; logs the first one of each port.
+    fn refuse_port(&mut self, port: u16, write: bool) {
+        let n = self.refused_ports.entry(port).or_default();
+        if *n == 0 {
+            log::warn!(
+                "host: TD {} of port {port:#x} refused (the emulator's own device; reads all ones)",
+                if write { "write" } else { "read" }
+            );
+        }
+        *n += 1;
+    }
 }
 
 impl HostVmm for QemuHost {
@@ -142,10 +170,23 @@ impl HostVmm for QemuHost {
                     stats_mark(value);
                     return VmcallOutput::status(VmcallStatus::SUCCESS);
                 }
+                if host_owned_port(port) {
+                    self.refuse_port(port, true);
+                    return VmcallOutput::status(VmcallStatus::SUCCESS);
+                }
                 arch::port_out(port, size as u8, value);
                 VmcallOutput::status(VmcallStatus::SUCCESS)
             }
             TdVmcall::IoRead { size, port } => {
+                if host_owned_port(port) {
+                    self.refuse_port(port, false);
+                    let ones = match size as u8 {
+                        1 => 0xFF,
+                        2 => 0xFFFF,
+                        _ => 0xFFFF_FFFF,
+                    };
+                    return VmcallOutput::value(ones);
+                }
                 VmcallOutput::value(arch::port_in(port, size as u8) as u64)
             }
             TdVmcall::MmioRead { size, gpa } => {

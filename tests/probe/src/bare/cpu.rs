@@ -183,6 +183,16 @@ pub fn outb(port: u16, value: u8) {
     }
 }
 
+/// `in al, dx`.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port input has no memory effects; in L2 it always exits to L1.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags));
+    }
+    v
+}
+
 /// CPUID `leaf`/`subleaf`: EAX, EBX, ECX, EDX.
 pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let (eax, ecx, edx): (u32, u32, u32);

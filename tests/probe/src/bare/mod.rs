@@ -173,6 +173,19 @@ fn cpuid_checks() {
     );
 }
 
+/// The host's 8259 PIC is the emulator's (kept masked): unmasking it through
+/// L1's port forwarding must not reach it (reads all ones, as absent).
+fn host_device_checks() {
+    const PIC1_DATA: u16 = 0x21;
+    cpu::outb(PIC1_DATA, 0x00);
+    let mask = cpu::inb(PIC1_DATA);
+    check(
+        "host_pic_not_reachable",
+        mask == 0xFF,
+        format_args!("PIC mask after writing 0: {mask:#04x} (the host refuses the port)"),
+    );
+}
+
 fn msr_checks() {
     for (name, msr, want) in [
         ("rdmsr_apic_base", MSR_APIC_BASE, APIC_BASE_VALUE),
@@ -276,6 +289,7 @@ extern "C" fn probe_main(l2_base: u64, l2_size: u64, entry_rsp: u64) -> ! {
     entry_checks(l2_base, l2_size, entry_rsp);
     cpuid_checks();
     msr_checks();
+    host_device_checks();
     vmcall_checks();
     memory_checks(l2_base);
     let boot = lvbs::boot(l2_base + SCRATCH_PAGE_OFFSET, entry_rsp);
