@@ -444,51 +444,33 @@ impl HekiService {
 impl<Next, Cr, Ms, Cp> HekiService<Next, Cr, Ms, Cp> {
     /// Replaces the handler of the ids this service does not serve.
     pub fn with_next<T>(self, next: T) -> HekiService<T, Cr, Ms, Cp> {
-        HekiService {
-            config: self.config,
-            ept: self.ept,
-            cr: self.cr,
-            msr: self.msr,
-            cpuid: self.cpuid,
-            next,
-            pins: self.pins,
-            ended: self.ended,
-            kdata: self.kdata,
-            rt: self.rt,
-            stats: self.stats,
-            pending_interrupts: self.pending_interrupts,
-            measurements: self.measurements,
-        }
+        self.map_parts(|_, msr, cpuid| (next, msr, cpuid))
     }
 
     /// Replaces the base MSR policy (it serves every MSR that is not pinned).
     pub fn with_msr_policy<T>(self, msr: T) -> HekiService<Next, Cr, T, Cp> {
-        HekiService {
-            config: self.config,
-            ept: self.ept,
-            cr: self.cr,
-            msr: PinnedMsrs::new(msr),
-            cpuid: self.cpuid,
-            next: self.next,
-            pins: self.pins,
-            ended: self.ended,
-            kdata: self.kdata,
-            rt: self.rt,
-            stats: self.stats,
-            pending_interrupts: self.pending_interrupts,
-            measurements: self.measurements,
-        }
+        self.map_parts(|next, _, cpuid| (next, PinnedMsrs::new(msr), cpuid))
     }
 
     /// Replaces the CPUID policy.
     pub fn with_cpuid_policy<T>(self, cpuid: T) -> HekiService<Next, Cr, Ms, T> {
+        self.map_parts(|next, msr, _| (next, msr, cpuid))
+    }
+
+    /// The service with its next handler, MSR policy and CPUID policy
+    /// replaced by `f`; everything else kept.
+    fn map_parts<N, M, C>(
+        self,
+        f: impl FnOnce(Next, PinnedMsrs<Ms>, Cp) -> (N, PinnedMsrs<M>, C),
+    ) -> HekiService<N, Cr, M, C> {
+        let (next, msr, cpuid) = f(self.next, self.msr, self.cpuid);
         HekiService {
             config: self.config,
             ept: self.ept,
             cr: self.cr,
-            msr: self.msr,
+            msr,
             cpuid,
-            next: self.next,
+            next,
             pins: self.pins,
             ended: self.ended,
             kdata: self.kdata,

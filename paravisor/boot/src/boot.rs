@@ -372,6 +372,23 @@ pub fn start_tee_service<P: Platform, N>(
     Ok(m)
 }
 
+/// The page states of `vm` with the paravisor's `private` ranges recorded as
+/// [`PageState::ParavisorPrivate`] (the probe and the Linux boot). The ranges
+/// have no L2 alias, so recording them costs no TDCALL.
+pub fn private_ept<P: Platform>(
+    p: &mut P,
+    vm: L2Vm,
+    private: &[(u64, u64)],
+) -> Result<Ept, ept::EptError> {
+    let mut ept = Ept::new(vm, Policy::LVBS);
+    for &(start, end) in private {
+        if let Some(range) = GpaRange::new(start, end) {
+            ept.transition(p, range, PageState::ParavisorPrivate, Authority::Paravisor)?;
+        }
+    }
+    Ok(ept)
+}
+
 /// The HEKI service for L2 VM #1: guest memory is the L2 region; the
 /// paravisor's image (text, data, stack, heap, vAPIC page, ENTER buffer) and
 /// the BootInfo page are [`PageState::ParavisorPrivate`] in its [`Ept`] and
@@ -390,12 +407,7 @@ pub fn heki_service<P: Platform>(
         (l1.start, l1.end),
         (BOOT_INFO_GPA, BOOT_INFO_GPA + bootinfo::PAGE_SIZE),
     ];
-    let mut ept = Ept::new(vm, Policy::LVBS);
-    for &(start, end) in &private {
-        if let Some(range) = GpaRange::new(start, end) {
-            ept.transition(p, range, PageState::ParavisorPrivate, Authority::Paravisor)?;
-        }
-    }
+    let mut ept = private_ept(p, vm, &private)?;
     if let Some(ro) = GpaRange::new(layout.ro_page, layout.ro_page + bootinfo::PAGE_SIZE) {
         ept.transition(
             p,

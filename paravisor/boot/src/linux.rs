@@ -27,7 +27,6 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use ept::{Authority, Ept, GpaRange, PageState, Policy};
 use paravisor::apic::VirtualApic;
 use paravisor::handlers::{AllowCrWrites, EnosysHypercalls, MsrTable};
 use paravisor::heki::{HekiConfig, HekiService};
@@ -494,8 +493,7 @@ pub fn heki_config(l: &LinuxLayout) -> HekiConfig {
 }
 
 /// The HEKI service of a Linux L2 with the TEE and the attestation calls
-/// behind it. The private ranges have no L2 alias, so recording them in the
-/// [`Ept`] costs no TDCALL.
+/// behind it.
 pub fn linux_service<P: Platform>(
     p: &mut P,
     l: &LinuxLayout,
@@ -503,12 +501,7 @@ pub fn linux_service<P: Platform>(
     measurements: &SharedMeasurements,
 ) -> Result<LinuxService, ept::EptError> {
     let config = heki_config(l);
-    let mut ept = Ept::new(L2Vm::Vm1, Policy::LVBS);
-    for &(start, end) in &config.private {
-        if let Some(range) = GpaRange::new(start, end) {
-            ept.transition(p, range, PageState::ParavisorPrivate, Authority::Paravisor)?;
-        }
-    }
+    let ept = crate::boot::private_ept(p, L2Vm::Vm1, &config.private)?;
     let attest = AttestHypercalls::new(
         measurements.clone(),
         config.guest_memory,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use lvbs_tee::client::{Context, Transport};
 use lvbs_tee::msg::OPTEE_MESSAGE_FUNC_ID;
 use lvbs_tee::{GuestMemory, MemError};
-use lvbs_tee_scenarios::{Layout, Sink, E};
+use lvbs_tee_scenarios::{Hex, Layout, Sink, E};
 
 /// The device the module registers.
 const DEVICE: &str = "/dev/lvbs_tee";
@@ -268,10 +268,6 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
@@ -334,7 +330,7 @@ pub fn attest(nonce_hex: &str) -> ExitCode {
             a.ret
         ));
     };
-    println!("attest: report {}", hex(&out[..TDREPORT_BYTES]));
-    println!("attest: log {}", hex(log));
+    println!("attest: report {}", Hex(&out[..TDREPORT_BYTES]));
+    println!("attest: log {}", Hex(log));
     ExitCode::SUCCESS
 }

@@ -158,6 +158,13 @@ pub fn attest_once(tamper: Option<Tamper>, timeout: u64) -> Result<Verdict, Fail
         hex(&challenge)
     );
     let verdict = verify(&expected, &evidence, &challenge, &model_report_key());
+    print_verdict(&verdict, "");
+    Ok(verdict)
+}
+
+/// Prints every check of `verdict`, then `verifier: ACCEPTED` (followed by
+/// `what`) or the refused fields.
+pub fn print_verdict(verdict: &Verdict, what: &str) {
     for c in &verdict.checks {
         println!(
             "verifier: {} {}: {}",
@@ -167,14 +174,13 @@ pub fn attest_once(tamper: Option<Tamper>, timeout: u64) -> Result<Verdict, Fail
         );
     }
     if verdict.accepted() {
-        println!("verifier: ACCEPTED");
+        println!("verifier: ACCEPTED{what}");
     } else {
         println!(
             "verifier: REFUSED ({})",
             verdict.refused_fields().join(", ")
         );
     }
-    Ok(verdict)
 }
 
 /// `cargo xtask attest`: fails when the verifier refuses (so a tamper mode fails).

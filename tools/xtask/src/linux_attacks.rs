@@ -109,16 +109,8 @@ fn attestation(image: &std::path::Path, lines: &[String], nonce: &[u8; 64]) -> R
         nonce,
         &lvbs_loader_cli::model_report_key(),
     );
-    for c in &verdict.checks {
-        println!(
-            "verifier: {} {}: {}",
-            if c.ok { "ok     " } else { "REFUSED" },
-            c.field,
-            c.detail
-        );
-    }
+    crate::attest::print_verdict(&verdict, " (Linux evidence from /dev/lvbs_tee)");
     if verdict.accepted() {
-        println!("verifier: ACCEPTED (Linux evidence from /dev/lvbs_tee)");
         Ok(())
     } else {
         Err(format!(

@@ -362,23 +362,29 @@ fn shared_memory_checks(ctx: &mut Ctx, layout: &Layout) {
 /// the no-op INVOKE_COMMAND (vHSM GET_INFO: two value outputs), each
 /// [`BENCH_N`] times between statistics marks. The emulator prints the
 /// exits, TDCALLs and time per round trip (`emu: mark: …`).
-fn bench(ctx: &mut Ctx) {
-    let mark = |n: u32| cpu::outl(guest_rt::STATS_MARK_PORT, n);
-    mark(0);
+/// Runs `op(i)` for `i` in `0..n` between two statistics marks, the first
+/// of value `start` (0, or [`guest_rt::MARK_COUNT_L1`] to have the emulator
+/// count L1's instructions too); returns whether every run succeeded and the
+/// TSC ticks per run.
+fn marked(start: u32, n: u32, mut op: impl FnMut(u64) -> bool) -> (bool, u64) {
+    cpu::outl(guest_rt::STATS_MARK_PORT, start);
     let t0 = cpu::rdtsc();
-    let mut echo_ok = true;
-    for i in 0..BENCH_N as u64 {
-        echo_ok &= cpu::vmcall(ECHO_ID, i, 0, 0) == i ^ ECHO_XOR;
+    let mut ok = true;
+    for i in 0..u64::from(n) {
+        ok &= op(i);
     }
     let t1 = cpu::rdtsc();
-    mark(BENCH_N);
+    cpu::outl(guest_rt::STATS_MARK_PORT, n);
+    (ok, (t1 - t0) / u64::from(n))
+}
+
+fn bench(ctx: &mut Ctx) {
+    let echo = |i: u64| cpu::vmcall(ECHO_ID, i, 0, 0) == i ^ ECHO_XOR;
+    let (echo_ok, ticks) = marked(0, BENCH_N, echo);
     check(
         "bench_echo_vmcall",
         echo_ok,
-        format_args!(
-            "{BENCH_N} echo VMCALLs, {} TSC ticks each",
-            (t1 - t0) / BENCH_N as u64
-        ),
+        format_args!("{BENCH_N} echo VMCALLs, {ticks} TSC ticks each"),
     );
 
     let Some(s) = open(ctx, "bench_open_vhsm", &vhsm::UUID) else {
@@ -393,41 +399,24 @@ fn bench(ctx: &mut Ctx) {
         )
         .is_ok()
     };
-    let mut ok = noop(ctx);
-    mark(0);
-    let t0 = cpu::rdtsc();
-    for _ in 0..BENCH_N {
-        ok &= noop(ctx);
-    }
-    let t1 = cpu::rdtsc();
-    mark(BENCH_N);
+    let warm = noop(ctx);
+    let (ok, ticks) = marked(0, BENCH_N, |_| noop(ctx));
     check(
         "bench_noop_invoke",
-        ok,
+        warm && ok,
         format_args!(
-            "{BENCH_N} INVOKE_COMMAND round trips (vHSM GET_INFO), {} TSC ticks each",
-            (t1 - t0) / BENCH_N as u64
+            "{BENCH_N} INVOKE_COMMAND round trips (vHSM GET_INFO), {ticks} TSC ticks each"
         ),
     );
     // The same two round trips again, few of them, with the emulator
     // counting the paravisor's instructions (single-stepping L1).
-    mark(guest_rt::MARK_COUNT_L1);
-    let mut echo_ok = true;
-    for i in 0..COUNTED_N as u64 {
-        echo_ok &= cpu::vmcall(ECHO_ID, i, 0, 0) == i ^ ECHO_XOR;
-    }
-    mark(COUNTED_N);
+    let (echo_ok, _) = marked(guest_rt::MARK_COUNT_L1, COUNTED_N, echo);
     check(
         "bench_echo_vmcall_counted",
         echo_ok,
         format_args!("{COUNTED_N} echo VMCALLs with L1 instructions counted"),
     );
-    let mut ok = true;
-    mark(guest_rt::MARK_COUNT_L1);
-    for _ in 0..COUNTED_N {
-        ok &= noop(ctx);
-    }
-    mark(COUNTED_N);
+    let (ok, _) = marked(guest_rt::MARK_COUNT_L1, COUNTED_N, |_| noop(ctx));
     check(
         "bench_noop_invoke_counted",
         ok,
