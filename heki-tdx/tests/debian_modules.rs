@@ -1,7 +1,7 @@
 //! Real Debian kernel modules (opt-in, needs a network once):
 //!
 //! ```text
-//! heki-tdx/tests/fetch-debian-modules.sh /tmp/heki-debian
+//! cargo xtask debian-modules /tmp/heki-debian
 //! HEKI_DEBIAN_DIR=/tmp/heki-debian cargo test -p heki-tdx --release --test debian_modules -- --nocapture
 //! ```
 //!
@@ -49,7 +49,7 @@ fn simulate_load(elf: &ModuleElf<'_>, kind: ModMemType, cfg: &CheckConfig) -> Ve
 #[test]
 fn debian_modules() {
     let Some(dir) = std::env::var_os("HEKI_DEBIAN_DIR") else {
-        eprintln!("HEKI_DEBIAN_DIR not set: skipping (see tests/fetch-debian-modules.sh)");
+        eprintln!("HEKI_DEBIAN_DIR not set: skipping (see `cargo xtask debian-modules`)");
         return;
     };
     let dir = PathBuf::from(dir);

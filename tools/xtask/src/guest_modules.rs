@@ -189,6 +189,56 @@ pub fn build_tee_client() -> Result<PathBuf, Failure> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release/lvbs-tee-client"))
 }
 
+/// `cargo xtask debian-modules <dir>`: the inputs of heki-tdx's real-module
+/// test and of the `sign-file` comparison (`.ci/run`): Debian's cloud kernel
+/// package unpacked into `dir/root` (its 1000+ signed `.ko`), the kernel's
+/// built-in certificates in `dir/system_certs.der` (the LOAD_KDATA type-0
+/// format, [`kernel_certificates`]) and the matching `linux-kbuild` package
+/// (with `scripts/sign-file`) unpacked into `dir/kbuild`. The packages come
+/// from the same cache and the same stale-list handling as the Linux runs.
+pub fn debian_modules(dir: &Path) -> Result<(), Failure> {
+    ensure_tools()?;
+    let cache = linux::cache_dir();
+    let (k, kbuild_deb) = linux::with_fresh_lists(|| {
+        let k = linux::debian_kernel()?;
+        let headers = format!("linux-headers-{}", k.release);
+        let kbuild = linux::depends_on(&headers, "linux-kbuild-")?;
+        let deb = linux::fetch_deb(&cache, &kbuild)?;
+        Ok((k, deb))
+    })?;
+    let image_deb = linux::fetch_deb(&cache, &k.package)?;
+    std::fs::create_dir_all(dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
+    for (deb, to) in [
+        (&image_deb, dir.join("root")),
+        (&kbuild_deb, dir.join("kbuild")),
+    ] {
+        let _ = std::fs::remove_dir_all(&to);
+        linux::sh(
+            Command::new("dpkg-deb").arg("-x").arg(deb).arg(&to),
+            &format!("dpkg-deb -x {}", deb.display()),
+        )?;
+    }
+    let certs = kernel_certificates(&linux::vmlinux(&k.image)?);
+    if certs.is_empty() {
+        return Err(Failure(format!(
+            "no X.509 certificate in {}",
+            k.image.display()
+        )));
+    }
+    let out = dir.join("system_certs.der");
+    std::fs::write(&out, certs.concat()).map_err(|e| Failure(format!("{}: {e}", out.display())))?;
+    eprintln!(
+        "xtask: {} unpacked into {}, {} certificate(s) in {}, {} in {}",
+        k.package,
+        dir.join("root").display(),
+        certs.len(),
+        out.display(),
+        kbuild_deb.display(),
+        dir.join("kbuild").display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

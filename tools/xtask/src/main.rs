@@ -11,6 +11,9 @@
 //!   module from inside Linux (see [`linux_attacks`]; `test` runs this last).
 //! - `cargo xtask boot-ratio`: time to the Linux shell against plain QEMU TCG
 //!   and the exits by reason (see [`linux_bench`]).
+//! - `cargo xtask debian-modules <dir>`: Debian's signed modules, the kernel's
+//!   certificates and `sign-file` for heki-tdx's real-module test (see
+//!   [`guest_modules::debian_modules`]; `.ci/run` uses it).
 //! - `cargo xtask emulator-test`: `run` with the default images, which must
 //!   report at least one check and no failures.
 //! - `cargo xtask attacks`: `emulator-test` that also counts the probe's
@@ -104,6 +107,12 @@ enum Task {
         #[arg(long)]
         linux: bool,
     },
+    /// Debian's cloud kernel modules, their certificates and sign-file in DIR
+    /// (the inputs of heki-tdx's `debian_modules` test; `.ci/run` uses it).
+    DebianModules {
+        /// Output directory.
+        dir: PathBuf,
+    },
     /// Time to the Linux shell under the paravisor vs plain QEMU TCG, and the L2 exits by reason.
     BootRatio {
         /// Runs of each configuration (the median counts).
@@ -151,6 +160,7 @@ fn main() -> ExitCode {
         Task::Attacks { timeout, .. } => report(run::attacks(timeout.unwrap_or(60))),
         Task::Tee { timeout } => report(tee::tee(timeout)),
         Task::BootRatio { runs, timeout } => report(linux_bench::boot_ratio(runs, timeout)),
+        Task::DebianModules { dir } => report(guest_modules::debian_modules(&dir)),
         Task::Fuzz(args) => report(fuzz::fuzz(&args)),
         Task::Attest(args) => report(attest::attest(&args)),
     }
